@@ -1,0 +1,1 @@
+"""Workflow secrets service: seals secrets in Postgres, resolves {{KEY}} references at run time."""

@@ -1,0 +1,1 @@
+"""gRPC servicers: protobuf <-> domain objects and status codes, nothing else."""

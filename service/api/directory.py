@@ -1,0 +1,57 @@
+"""secrets.v1.Directory: the platform keeps workspace membership in sync."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from service.api import convert
+from service.api.common import caller, unimplemented
+from service.app.directory import DirectoryService
+from service.errors import rpc
+from service.gen.secrets.v1 import directory_pb2 as pb
+from service.gen.secrets.v1 import directory_pb2_grpc as pb_grpc
+from service.store import repository as repo
+
+Ctx = grpc.aio.ServicerContext[Any, Any]
+
+
+def member_to_proto(m: repo.MemberRow) -> pb.WorkspaceMember:
+    return pb.WorkspaceMember(
+        workspace_id=m.workspace_id,
+        user_id=m.user_id,
+        email=m.email,
+        permission=int(m.permission),  # type: ignore[arg-type]
+        external=m.external,
+        updated_at=convert.timestamp(m.updated_at),
+    )
+
+
+class DirectoryServicer(pb_grpc.DirectoryServicer):
+    def __init__(self, directory: DirectoryService) -> None:
+        self._directory = directory
+
+    @rpc
+    async def PutWorkspaceMember(
+        self, request: pb.PutWorkspaceMemberRequest, context: Ctx
+    ) -> pb.PutWorkspaceMemberResponse:
+        member, created = await self._directory.put_member(
+            caller(),
+            request.workspace_id,
+            request.user_id,
+            request.email,
+            convert.permission(request.permission),
+            request.external,
+        )
+        return pb.PutWorkspaceMemberResponse(member=member_to_proto(member), created=created)
+
+    async def RemoveWorkspaceMember(
+        self, request: pb.RemoveWorkspaceMemberRequest, context: Ctx
+    ) -> pb.RemoveWorkspaceMemberResponse:
+        return await unimplemented(context, "RemoveWorkspaceMember")  # type: ignore[no-any-return]
+
+    async def ListWorkspaceMembers(
+        self, request: pb.ListWorkspaceMembersRequest, context: Ctx
+    ) -> pb.ListWorkspaceMembersResponse:
+        return await unimplemented(context, "ListWorkspaceMembers")  # type: ignore[no-any-return]

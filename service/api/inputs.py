@@ -1,0 +1,76 @@
+"""Walking block inputs (google.protobuf.Struct) for `{{KEY}}` references.
+
+The walk works on the protobuf messages in place: the resolved inputs are a copy of the
+request's, with only the strings that hold references rewritten, so nothing else is converted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from google.protobuf import struct_pb2
+
+from service.domain import templates
+from service.domain.errors import FieldViolation, InvalidArgument
+from service.domain.limits import MAX_INPUT_DEPTH
+
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+
+
+@dataclass(slots=True)
+class Site:
+    """One string in the inputs that holds references (or escapes)."""
+
+    path: str
+    holder: struct_pb2.Value
+    template: templates.Template
+
+
+def _join(parent: str, name: str) -> str:
+    # Plain names read as `headers.Authorization`; others are quoted: `headers["X-Api.Key"]`.
+    if _PLAIN_NAME.fullmatch(name):
+        return f"{parent}.{name}" if parent else name
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'{parent}["{escaped}"]'
+
+
+def find_sites(inputs: struct_pb2.Struct, where: str) -> list[Site]:
+    """Every string in `inputs` holding a reference or escape, in document order.
+
+    Object keys are never substituted (SPEC 2.3). Raises InvalidArgument past MAX_INPUT_DEPTH.
+    """
+    return list(_walk_struct(inputs, "", 1, where))
+
+
+def _too_deep(where: str) -> InvalidArgument:
+    return InvalidArgument(
+        f"{where} nest deeper than {MAX_INPUT_DEPTH} levels",
+        [FieldViolation(where, f"nests deeper than {MAX_INPUT_DEPTH} levels")],
+    )
+
+
+def _walk_struct(struct: struct_pb2.Struct, path: str, depth: int, where: str) -> Iterator[Site]:
+    if depth > MAX_INPUT_DEPTH:
+        raise _too_deep(where)
+    fields = struct.fields
+    # Sorted, because map order is not defined: the "first" failing reference of a block, and
+    # the order of the references listed, must not change from one call to the next.
+    for name in sorted(fields):
+        yield from _walk_value(fields[name], _join(path, name), depth, where)
+
+
+def _walk_value(value: struct_pb2.Value, path: str, depth: int, where: str) -> Iterator[Site]:
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        template = templates.parse(value.string_value)
+        if template is not None:
+            yield Site(path, value, template)
+    elif kind == "struct_value":
+        yield from _walk_struct(value.struct_value, path, depth + 1, where)
+    elif kind == "list_value":
+        if depth + 1 > MAX_INPUT_DEPTH:
+            raise _too_deep(where)
+        for i, item in enumerate(value.list_value.values):
+            yield from _walk_value(item, f"{path}[{i}]", depth + 1, where)

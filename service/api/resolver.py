@@ -1,0 +1,93 @@
+"""secrets.v1.Resolver: what executors call just before a block runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from service.api import convert
+from service.api.common import caller
+from service.api.inputs import Site, find_sites
+from service.app.editor import require_id
+from service.app.resolver import KeyOutcome, ResolverService
+from service.domain import limits
+from service.domain.errors import InvalidArgument, ResourceExhausted
+from service.domain.resolution import block_error_message, run_user_for
+from service.errors import rpc
+from service.gen.secrets.v1 import common_pb2 as common
+from service.gen.secrets.v1 import resolver_pb2 as pb
+from service.gen.secrets.v1 import resolver_pb2_grpc as pb_grpc
+
+
+class ResolverServicer(pb_grpc.ResolverServicer):
+    def __init__(self, resolver: ResolverService) -> None:
+        self._resolver = resolver
+
+    @rpc
+    async def ResolveInputs(
+        self, request: pb.ResolveInputsRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ResolveInputsResponse:
+        require_id("workspace_id", request.workspace_id)
+        run_user = run_user_for(
+            convert.trigger(request.trigger), request.triggering_user_id, request.workflow_owner_id
+        )
+        require_id("run user id", run_user)
+        if len(request.blocks) > limits.MAX_BLOCKS_PER_REQUEST:
+            raise ResourceExhausted(
+                f"a request may hold at most {limits.MAX_BLOCKS_PER_REQUEST} blocks, got {len(request.blocks)}"
+            )
+        response = pb.ResolveInputsResponse(run_user_id=run_user)
+        sites_per_block: list[list[Site]] = []
+        keys: dict[str, None] = {}
+        references = 0
+        for i, block in enumerate(request.blocks):
+            if not block.block_id:
+                raise InvalidArgument(f"blocks[{i}].block_id is required")
+            result = response.blocks.add(block_id=block.block_id)
+            result.inputs.CopyFrom(block.inputs)
+            sites = find_sites(result.inputs, f"blocks[{i}].inputs")
+            for site in sites:
+                for ref in site.template.references:
+                    keys[ref.key] = None
+                    references += 1
+            sites_per_block.append(sites)
+        if references > limits.MAX_REFERENCES_PER_REQUEST or len(keys) > limits.MAX_KEYS_PER_REQUEST:
+            raise ResourceExhausted(
+                f"a request may hold at most {limits.MAX_REFERENCES_PER_REQUEST} references to at most "
+                f"{limits.MAX_KEYS_PER_REQUEST} distinct keys; got {references} to {len(keys)}"
+            )
+        outcomes = await self._resolver.resolve_keys(request.workspace_id, run_user, list(keys)) if keys else {}
+        failed = 0
+        for result, sites in zip(response.blocks, sites_per_block, strict=True):
+            if not _fill_block(result, sites, outcomes):
+                failed += 1
+        if keys:
+            used = [o.decision for o in outcomes.values() if o.value is not None]
+            self._resolver.record(caller(), request.workspace_id, run_user, request.execution_id, used, failed)
+        return response
+
+
+def _fill_block(result: pb.BlockResult, sites: list[Site], outcomes: dict[str, KeyOutcome]) -> bool:
+    """Renders one block's references, or sets its error; True when the block resolved."""
+    for site in sites:
+        for ref in site.template.references:
+            decision = outcomes[ref.key].decision
+            if decision.error is not None:
+                result.ClearField("inputs")
+                result.error.CopyFrom(
+                    common.BlockError(
+                        code=int(decision.error),  # type: ignore[arg-type]
+                        key=ref.key,
+                        field_path=site.path,
+                        message=block_error_message(result.block_id, site.path, decision),
+                    )
+                )
+                return False
+    for site in sites:
+        site.holder.string_value = site.template.render(lambda key: outcomes[key].value.reveal())  # type: ignore[union-attr]
+        for ref in site.template.references:
+            chosen = outcomes[ref.key].decision.chosen
+            assert chosen is not None
+            result.references.add(field_path=site.path, key=ref.key, scope=int(chosen.scope), version=chosen.version)  # type: ignore[arg-type]
+    return True

@@ -1,0 +1,11 @@
+"""Who is calling: the authenticated principal (a service) and, for editor calls, the person."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    principal: str
+    user_id: str = ""

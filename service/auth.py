@@ -1,0 +1,210 @@
+"""Principals, bearer tokens and the role each service needs (SPEC 3.1, 4.3).
+
+The principals file holds SHA-256 hashes of tokens, never tokens. A presented token is hashed and
+compared with every principal's hash in constant time, so the time a call takes says nothing
+about how close a guess was.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import enum
+import hashlib
+import hmac
+import json
+import secrets as pysecrets
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from service.app.context import Caller
+
+
+class Role(enum.StrEnum):
+    EDITOR = "editor"
+    EXECUTOR = "executor"
+    DIRECTORY = "directory"
+    OPS = "ops"
+
+
+class PrincipalsError(Exception):
+    """The principals file is missing or malformed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    name: str
+    roles: frozenset[Role]
+    token_sha256: bytes
+
+    def __repr__(self) -> str:
+        return f"Principal(name={self.name!r}, roles={sorted(self.roles)!r})"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    # 32 random bytes: a token is a password nobody has to remember, so it can be long.
+    return "sst_" + pysecrets.token_urlsafe(32)
+
+
+def principal_line(name: str, roles: Sequence[str], token: str) -> dict[str, Any]:
+    return {"name": name, "roles": list(roles), "token_sha256": hash_token(token)}
+
+
+class Principals:
+    def __init__(self, principals: Sequence[Principal]) -> None:
+        self._principals = tuple(principals)
+
+    def __len__(self) -> int:
+        return len(self._principals)
+
+    @classmethod
+    def from_json(cls, data: Any) -> Principals:
+        if not isinstance(data, dict) or not isinstance(data.get("principals"), list):
+            raise PrincipalsError('the principals file must be {"principals": [{"name", "roles", "token_sha256"}]}')
+        found: list[Principal] = []
+        for entry in data["principals"]:
+            if not isinstance(entry, dict):
+                raise PrincipalsError("every principal must be an object")
+            name = entry.get("name")
+            digest = entry.get("token_sha256")
+            roles = entry.get("roles")
+            if not isinstance(name, str) or not name:
+                raise PrincipalsError("every principal needs a name")
+            if not isinstance(digest, str) or len(digest) != 64:
+                raise PrincipalsError(f"principal {name!r}: token_sha256 must be 64 hex characters")
+            try:
+                raw = bytes.fromhex(digest)
+            except ValueError:
+                raise PrincipalsError(f"principal {name!r}: token_sha256 is not hex") from None
+            if not isinstance(roles, list) or not roles:
+                raise PrincipalsError(f"principal {name!r}: roles must be a non-empty list")
+            try:
+                role_set = frozenset(Role(r) for r in roles)
+            except ValueError:
+                raise PrincipalsError(
+                    f"principal {name!r}: roles must be among {', '.join(r.value for r in Role)}"
+                ) from None
+            found.append(Principal(name, role_set, raw))
+        if not found:
+            raise PrincipalsError("the principals file lists no principals")
+        return cls(found)
+
+    @classmethod
+    def load(cls, path: Path) -> Principals:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise PrincipalsError(f"principals file {path} does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise PrincipalsError(f"principals file {path} cannot be read as JSON: {type(exc).__name__}") from None
+        return cls.from_json(data)
+
+    def authenticate(self, token: str) -> Principal | None:
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        match: Principal | None = None
+        # No early exit: every hash is compared, whatever matches.
+        for principal in self._principals:
+            if hmac.compare_digest(digest, principal.token_sha256):
+                match = principal
+        return match
+
+
+# The caller of the RPC being served, set by the interceptor for the handler's task.
+current_caller: contextvars.ContextVar[Caller] = contextvars.ContextVar("current_caller")
+
+# Which role each service needs; a method of a service not listed here is refused.
+SERVICE_ROLES: dict[str, Role] = {
+    "secrets.v1.SecretStore": Role.EDITOR,
+    "secrets.v1.Resolver": Role.EXECUTOR,
+    "secrets.v1.Directory": Role.DIRECTORY,
+    "secrets.v1.Operations": Role.OPS,
+}
+# Probes and operators call these with no token (SPEC 3.6).
+OPEN_SERVICES = frozenset(
+    {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
+)
+USER_ID_HEADER = "x-user-id"
+MAX_USER_ID_LENGTH = 200
+
+
+def _rejecting_handler(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+    async def reject(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        await context.abort(code, message)
+
+    # The request is never parsed: a caller we refuse gets no say in what we deserialize.
+    return grpc.unary_unary_rpc_method_handler(reject)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates every call and enforces the role of the service it targets.
+
+    Centralised so that no RPC, present or future, can forget to check: a method of an unknown
+    service is refused, not let through.
+    """
+
+    def __init__(self, principals: Principals) -> None:
+        self._principals = principals
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        service = method[1:].rpartition("/")[0]
+        if service in OPEN_SERVICES:
+            return await continuation(handler_call_details)
+        required = SERVICE_ROLES.get(service)
+        if required is None:
+            return _rejecting_handler(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {method}")
+        token = ""
+        user_id = ""
+        for key, value in handler_call_details.invocation_metadata or ():
+            if key == "authorization" and isinstance(value, str):
+                token = value
+            elif key == USER_ID_HEADER and isinstance(value, str):
+                user_id = value
+        scheme, _, credential = token.partition(" ")
+        if not token:
+            return _rejecting_handler(grpc.StatusCode.UNAUTHENTICATED, "missing authorization: Bearer <token>")
+        if scheme.lower() != "bearer" or not credential.strip():
+            return _rejecting_handler(grpc.StatusCode.UNAUTHENTICATED, "authorization must be: Bearer <token>")
+        principal = self._principals.authenticate(credential.strip())
+        if principal is None:
+            return _rejecting_handler(grpc.StatusCode.UNAUTHENTICATED, "invalid token")
+        if required not in principal.roles:
+            return _rejecting_handler(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"principal {principal.name!r} lacks role {required.value!r} needed for {service}",
+            )
+        if required is Role.EDITOR:
+            user_id = user_id.strip()
+            if not user_id:
+                return _rejecting_handler(
+                    grpc.StatusCode.UNAUTHENTICATED, f"editor calls need {USER_ID_HEADER}: <the user acted for>"
+                )
+            if len(user_id) > MAX_USER_ID_LENGTH or not user_id.isprintable():
+                return _rejecting_handler(grpc.StatusCode.INVALID_ARGUMENT, f"{USER_ID_HEADER} is not a valid user id")
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        return _with_caller(handler, Caller(principal.name, user_id))
+
+
+def _with_caller(handler: grpc.RpcMethodHandler, caller: Caller) -> grpc.RpcMethodHandler:
+    inner = handler.unary_unary
+
+    async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        current_caller.set(caller)
+        return await inner(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        call, request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
+    )

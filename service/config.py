@@ -1,0 +1,97 @@
+"""Configuration from the environment (SPEC 4.1). Nothing else is read."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+class ConfigError(Exception):
+    """The configuration cannot work; the message is one line, fit to print and exit."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    listen: str = "127.0.0.1:50051"
+    database_url: str | None = None
+    data_dir: Path = Path(".secrets-data")
+    keyring_file: Path | None = None
+    principals_file: Path | None = None
+    log_level: str = "INFO"
+    env: str = "development"
+    workers: int = 1
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        def path(name: str) -> Path | None:
+            value = get(name)
+            return Path(value) if value else None
+
+        mode = (get("SECRETS_ENV") or "development").lower()
+        if mode not in ("development", "production"):
+            raise ConfigError(f"SECRETS_ENV must be development or production, not {mode!r}")
+        level = (get("SECRETS_LOG_LEVEL") or "INFO").upper()
+        if level not in LOG_LEVELS:
+            raise ConfigError(f"SECRETS_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+        workers_text = get("SECRETS_WORKERS") or "1"
+        try:
+            workers = int(workers_text)
+        except ValueError:
+            raise ConfigError(f"SECRETS_WORKERS must be a whole number, not {workers_text!r}") from None
+        if not 1 <= workers <= 256:
+            raise ConfigError("SECRETS_WORKERS must be between 1 and 256")
+        settings = cls(
+            listen=get("SECRETS_LISTEN") or cls.listen,
+            database_url=get("SECRETS_DATABASE_URL"),
+            data_dir=path("SECRETS_DATA_DIR") or cls.data_dir,
+            keyring_file=path("SECRETS_KEYRING_FILE"),
+            principals_file=path("SECRETS_PRINCIPALS_FILE"),
+            log_level=level,
+            env=mode,
+            workers=workers,
+            tls_cert_file=path("SECRETS_TLS_CERT_FILE"),
+            tls_key_file=path("SECRETS_TLS_KEY_FILE"),
+            tls_client_ca_file=path("SECRETS_TLS_CLIENT_CA_FILE"),
+        )
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.production:
+            missing = [
+                name
+                for name, value in (
+                    ("SECRETS_DATABASE_URL", self.database_url),
+                    ("SECRETS_KEYRING_FILE", self.keyring_file),
+                    ("SECRETS_PRINCIPALS_FILE", self.principals_file),
+                )
+                if not value
+            ]
+            if missing:
+                raise ConfigError(
+                    f"SECRETS_ENV=production refuses to start without {', '.join(missing)} "
+                    "(no embedded database or generated keys in production)"
+                )
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("SECRETS_TLS_CERT_FILE and SECRETS_TLS_KEY_FILE must be set together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ConfigError("SECRETS_TLS_CLIENT_CA_FILE (mutual TLS) needs SECRETS_TLS_CERT_FILE and _KEY_FILE")
+        if ":" not in self.listen:
+            raise ConfigError(f"SECRETS_LISTEN must be host:port, not {self.listen!r}")

@@ -1,0 +1,145 @@
+"""The master keyring (SPEC 4.2): named AES-256 keys, one of them primary.
+
+Master keys never touch a value. They wrap the per-tenant data keys, so rotating a master key
+means re-wrapping a few hundred bytes per tenant, never re-sealing secrets. A wrapped data key
+starts with a header naming the master key that wrapped it, so old keys keep opening what they
+wrapped until `RotateKeys` moves everything to the primary.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+import secrets as pysecrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from service.crypto.aead import KEY_BYTES, Aead, IntegrityError
+
+WRAP_FORMAT: Final = 1
+_WRAP_AD_PREFIX: Final = b"secrets.v1/data-key\x00"
+MAX_KEY_ID_LENGTH: Final = 64
+
+
+class KeyringError(Exception):
+    """The keyring file is missing, malformed or inconsistent (a configuration problem)."""
+
+
+class UnknownMasterKey(Exception):
+    """A data key is wrapped by a master key that the keyring no longer holds."""
+
+    def __init__(self, key_id: str) -> None:
+        super().__init__(
+            f"a data key is wrapped by master key {key_id!r}, which the keyring file does not hold; "
+            "put it back in the keyring, or run RotateKeys before removing a key"
+        )
+        self.key_id = key_id
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedKeyHeader:
+    master_key_id: str
+    body_offset: int
+
+
+def parse_wrapped_header(wrapped: bytes) -> WrappedKeyHeader:
+    if len(wrapped) < 2 or wrapped[0] != WRAP_FORMAT:
+        raise IntegrityError()
+    id_len = wrapped[1]
+    end = 2 + id_len
+    if id_len == 0 or len(wrapped) < end:
+        raise IntegrityError()
+    try:
+        key_id = wrapped[2:end].decode("ascii")
+    except UnicodeDecodeError:
+        raise IntegrityError() from None
+    return WrappedKeyHeader(key_id, end)
+
+
+class Keyring:
+    def __init__(self, keys: dict[str, bytes], primary: str) -> None:
+        if not keys:
+            raise KeyringError("the keyring holds no keys")
+        if primary not in keys:
+            raise KeyringError(f"the primary key {primary!r} is not among the keyring's keys")
+        for key_id, material in keys.items():
+            if not key_id or len(key_id) > MAX_KEY_ID_LENGTH or not key_id.isascii() or not key_id.isprintable():
+                raise KeyringError(f"key id {key_id!r} must be 1-{MAX_KEY_ID_LENGTH} printable ASCII characters")
+            if len(material) != KEY_BYTES:
+                raise KeyringError(f"key {key_id!r} must be {KEY_BYTES} bytes, got {len(material)}")
+        self._aeads = {key_id: Aead(material) for key_id, material in keys.items()}
+        self.primary_id = primary
+
+    @property
+    def key_ids(self) -> list[str]:
+        return sorted(self._aeads)
+
+    def __repr__(self) -> str:
+        return f"Keyring(primary={self.primary_id!r}, keys={self.key_ids!r})"
+
+    @classmethod
+    def from_json(cls, data: Any) -> Keyring:
+        if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
+            raise KeyringError('the keyring must be {"primary": "<id>", "keys": [{"id": ..., "material": ...}]}')
+        keys: dict[str, bytes] = {}
+        for entry in data["keys"]:
+            if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+                raise KeyringError("every keyring entry needs a string id")
+            key_id = entry["id"]
+            if key_id in keys:
+                raise KeyringError(f"key id {key_id!r} appears twice")
+            try:
+                keys[key_id] = base64.b64decode(str(entry.get("material", "")), validate=True)
+            except binascii.Error:
+                raise KeyringError(f"key {key_id!r}: material is not base64") from None
+        primary = data.get("primary")
+        if not isinstance(primary, str):
+            raise KeyringError("the keyring needs a string primary key id")
+        return cls(keys, primary)
+
+    @classmethod
+    def load(cls, path: Path) -> Keyring:
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise KeyringError(f"keyring file {path} does not exist") from None
+        except (OSError, ValueError) as exc:
+            raise KeyringError(f"keyring file {path} cannot be read as JSON: {type(exc).__name__}") from None
+        return cls.from_json(data)
+
+    def wrap(self, tenant: str, data_key: bytes) -> bytes:
+        key_id = self.primary_id.encode("ascii")
+        header = bytes([WRAP_FORMAT, len(key_id)]) + key_id
+        return header + self._aeads[self.primary_id].encrypt(data_key, header + _WRAP_AD_PREFIX + tenant.encode())
+
+    def unwrap(self, tenant: str, wrapped: bytes) -> bytes:
+        """Opens a wrapped data key. The tenant is associated data: a key moved to another tenant's
+        row fails here instead of opening that tenant's values with the wrong key."""
+        header = parse_wrapped_header(wrapped)
+        aead = self._aeads.get(header.master_key_id)
+        if aead is None:
+            raise UnknownMasterKey(header.master_key_id)
+        head = wrapped[: header.body_offset]
+        return aead.decrypt(wrapped[header.body_offset :], head + _WRAP_AD_PREFIX + tenant.encode())
+
+
+def new_keyring_document(key_ids: list[str] | None = None, primary: str | None = None) -> dict[str, Any]:
+    ids = key_ids or ["k1"]
+    return {
+        "primary": primary or ids[-1],
+        "keys": [{"id": i, "material": base64.b64encode(pysecrets.token_bytes(KEY_BYTES)).decode()} for i in ids],
+    }
+
+
+def write_private_json(path: Path, document: dict[str, Any]) -> None:
+    """Writes a file only its owner can read, created with mode 0600 (never world-readable,
+    not even between create and chmod)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(document, fh, indent=2)
+        fh.write("\n")
+    os.chmod(path, 0o600)

@@ -1,0 +1,14 @@
+"""Request limits. Each bounds the work or memory one call can demand of the server."""
+
+from typing import Final
+
+# Nesting of objects and lists inside one block's inputs. Real workflow inputs are a few levels
+# deep; the bound keeps a hostile input from costing recursion or stack, well below the 100 levels
+# at which protobuf itself refuses to parse.
+MAX_INPUT_DEPTH: Final = 32
+MAX_BLOCKS_PER_REQUEST: Final = 500
+MAX_REFERENCES_PER_REQUEST: Final = 2000
+# Distinct keys per resolve: they become one `key = ANY($3)` array in one query.
+MAX_KEYS_PER_REQUEST: Final = 500
+# gRPC's own default receive limit; stated here so that the server sets it explicitly.
+MAX_MESSAGE_BYTES: Final = 4 * 1024 * 1024

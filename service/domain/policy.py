@@ -1,0 +1,66 @@
+"""Who may do what (SPEC 2.2), as pure functions of the caller's permissions.
+
+`permission` is the caller's workspace permission, or None when the caller is not a member of
+the workspace. `role` is the caller's own role on one workspace secret, or None. Personal
+secrets need no function: every personal-scope operation acts on the caller's own secrets, so
+the owner may do everything and nobody else can even address them.
+"""
+
+from __future__ import annotations
+
+from service.domain.errors import PermissionDenied
+from service.domain.model import Permission, SecretRole
+
+
+def can_see_workspace_secrets(permission: Permission | None) -> bool:
+    return permission is not None
+
+
+def can_create_workspace_secret(permission: Permission | None) -> bool:
+    return permission is not None and permission >= Permission.WRITE
+
+
+def is_secret_admin(permission: Permission | None, role: SecretRole | None) -> bool:
+    """Workspace admins are implicit admins of every workspace secret."""
+    if permission is None:
+        return False
+    return permission is Permission.ADMIN or role is SecretRole.ADMIN
+
+
+# Changing a value, renaming, deleting, editing details and managing members all need the same
+# standing: workspace admin or the secret's own admin.
+can_modify_workspace_secret = is_secret_admin
+can_manage_secret_members = is_secret_admin
+
+
+def can_use_workspace_secret(permission: Permission | None, restricted: bool, role: SecretRole | None) -> bool:
+    """Whether a run whose run user has `permission` may use the secret."""
+    if permission is None:
+        return False
+    if not restricted:
+        return True
+    return permission is Permission.ADMIN or role is not None
+
+
+def require_member(permission: Permission | None, user_id: str, workspace_id: str) -> Permission:
+    if permission is None:
+        raise PermissionDenied(f"user {user_id!r} is not a member of workspace {workspace_id!r}")
+    return permission
+
+
+def require_create(permission: Permission | None, user_id: str, workspace_id: str, key: str) -> None:
+    require_member(permission, user_id, workspace_id)
+    if not can_create_workspace_secret(permission):
+        raise PermissionDenied(
+            f"creating workspace secret {key!r} needs WRITE or ADMIN permission in workspace {workspace_id!r}"
+        )
+
+
+def require_modify(
+    permission: Permission | None, role: SecretRole | None, user_id: str, workspace_id: str, key: str, action: str
+) -> None:
+    require_member(permission, user_id, workspace_id)
+    if not can_modify_workspace_secret(permission, role):
+        raise PermissionDenied(
+            f"{action} workspace secret {key!r} needs workspace ADMIN permission or the secret's own ADMIN role"
+        )

@@ -1,0 +1,79 @@
+"""Resolution precedence (SPEC 2.4): which secret a run uses for a key, or why it cannot."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from service.domain import policy
+from service.domain.errors import InvalidArgument
+from service.domain.model import BlockErrorCode, Permission, Scope, SecretRole, Trigger
+
+
+def run_user_for(trigger: Trigger | None, triggering_user_id: str, workflow_owner_id: str) -> str:
+    """The run user: who clicked Run for a manual run, the workflow owner for an automated one."""
+    if trigger is None:
+        raise InvalidArgument(
+            "trigger is required: TRIGGER_MANUAL, TRIGGER_API, TRIGGER_WEBHOOK or TRIGGER_SCHEDULE"
+        )
+    if trigger is Trigger.MANUAL:
+        if not triggering_user_id:
+            raise InvalidArgument("a manual run needs triggering_user_id (the user who clicked Run)")
+        return triggering_user_id
+    if not workflow_owner_id:
+        raise InvalidArgument(
+            f"an automated run (TRIGGER_{trigger.name}) needs workflow_owner_id (the workflow owner)"
+        )
+    return workflow_owner_id
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A stored secret that could serve a key, as the resolver sees it (no value)."""
+
+    scope: Scope
+    key: str
+    version: int
+    restricted: bool = False
+    # The run user's own role on this workspace secret, if any.
+    run_user_role: SecretRole | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    key: str
+    chosen: Candidate | None
+    error: BlockErrorCode | None
+    reason: str = ""
+
+
+def decide(
+    key: str,
+    run_user_permission: Permission | None,
+    workspace: Candidate | None,
+    personal: Candidate | None,
+) -> Decision:
+    if run_user_permission is None:
+        # A run user who is not (or no longer) a member can use neither scope in this workspace.
+        return Decision(key, None, BlockErrorCode.SECRET_NOT_FOUND, "the run user is not a member of the workspace")
+    if workspace is not None and policy.can_use_workspace_secret(
+        run_user_permission, workspace.restricted, workspace.run_user_role
+    ):
+        return Decision(key, workspace, None)
+    if personal is not None:
+        return Decision(key, personal, None)
+    if workspace is not None:
+        return Decision(
+            key,
+            None,
+            BlockErrorCode.SECRET_NOT_PERMITTED,
+            "the workspace secret is restricted and the run user is not one of its members",
+        )
+    return Decision(key, None, BlockErrorCode.SECRET_NOT_FOUND, "no workspace secret and no personal secret of the run user")
+
+
+def block_error_message(block_id: str, field_path: str, decision: Decision) -> str:
+    assert decision.error is not None
+    return (
+        f"{decision.error.name}: block {block_id!r} field {field_path!r} references secret "
+        f"{decision.key!r}: {decision.reason}"
+    )

@@ -1,0 +1,85 @@
+"""Reference templates: `{{KEY}}` inside workflow input strings (SPEC 2.3).
+
+A string is parsed once into literal text and references; rendering then joins the literals
+with the looked-up values. Rendering never rescans what it inserted, so a value holding
+`{{OTHER}}` stays literal (single pass).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+from service.domain.keys import KEY_PATTERN
+
+# Alternation order matters: an escaped `\{{` is consumed before a reference can start at its
+# braces. Only spaces (not tabs or newlines) are allowed just inside the braces.
+_TOKEN_RE: Final = re.compile(r"\\\{\{|\{\{ *(" + KEY_PATTERN + r") *\}\}")
+OPEN: Final = "{{"
+
+
+@dataclass(frozen=True, slots=True)
+class Reference:
+    key: str
+    # Offsets of the whole `{{ KEY }}` token in the original string.
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """A string split into literal parts and references: parts[i] references[i] parts[i+1] ..."""
+
+    parts: tuple[str, ...]
+    references: tuple[Reference, ...]
+
+    @property
+    def is_whole_reference(self) -> bool:
+        return len(self.references) == 1 and self.parts == ("", "")
+
+    def render(self, lookup: Callable[[str], str]) -> str:
+        out = [self.parts[0]]
+        for ref, part in zip(self.references, self.parts[1:], strict=True):
+            out.append(lookup(ref.key))
+            out.append(part)
+        return "".join(out)
+
+    def literal(self) -> str:
+        """The text with escapes applied and references kept as written."""
+        return self.render(lambda key: "{{" + key + "}}")
+
+
+def parse(text: str) -> Template | None:
+    """Parses `text`; None when it holds neither a reference nor an escape (nothing to change)."""
+    if OPEN not in text:
+        # Fast path: most input strings hold no braces at all.
+        return None
+    parts: list[str] = []
+    refs: list[Reference] = []
+    current: list[str] = []
+    pos = 0
+    changed = False
+    for match in _TOKEN_RE.finditer(text):
+        current.append(text[pos : match.start()])
+        key = match.group(1)
+        if key is None:
+            current.append(OPEN)  # `\{{` -> literal `{{`
+        else:
+            parts.append("".join(current))
+            current = []
+            refs.append(Reference(key, match.start(), match.end()))
+        changed = True
+        pos = match.end()
+    if not changed:
+        return None
+    current.append(text[pos:])
+    parts.append("".join(current))
+    return Template(tuple(parts), tuple(refs))
+
+
+def references_in(text: str) -> Iterator[Reference]:
+    template = parse(text)
+    if template is not None:
+        yield from template.references

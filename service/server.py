@@ -1,0 +1,193 @@
+"""Builds and runs the gRPC server: configuration, database, keys, servicers, health, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from service import devmode
+from service.api.directory import DirectoryServicer
+from service.api.operations import OperationsServicer
+from service.api.resolver import ResolverServicer
+from service.api.secret_store import SecretStoreServicer
+from service.app.audit import AuditBuffer
+from service.app.directory import DirectoryService
+from service.app.editor import EditorService
+from service.app.keys import DataKeys, KeyringSource
+from service.app.resolver import ResolverService
+from service.auth import AuthInterceptor, Principals
+from service.config import Settings
+from service.crypto.keyring import Keyring
+from service.domain.limits import MAX_MESSAGE_BYTES
+from service.gen.secrets.v1 import directory_pb2, operations_pb2, resolver_pb2, secret_store_pb2
+from service.gen.secrets.v1 import directory_pb2_grpc, operations_pb2_grpc, resolver_pb2_grpc, secret_store_pb2_grpc
+from service.store.db import Database, EmbeddedPostgres
+
+log = logging.getLogger("service")
+
+SERVICE_NAMES = (
+    secret_store_pb2.DESCRIPTOR.services_by_name["SecretStore"].full_name,
+    resolver_pb2.DESCRIPTOR.services_by_name["Resolver"].full_name,
+    directory_pb2.DESCRIPTOR.services_by_name["Directory"].full_name,
+    operations_pb2.DESCRIPTOR.services_by_name["Operations"].full_name,
+)
+HEALTH_PROBE_INTERVAL = 1.0
+
+
+@dataclass
+class Running:
+    """A started server and what it owns, for tests and for the main loop."""
+
+    settings: Settings
+    server: grpc.aio.Server
+    port: int
+    db: Database
+    embedded: EmbeddedPostgres | None
+    audit: AuditBuffer
+    health: health.aio.HealthServicer
+    keys: DataKeys
+    dev_tokens: dict[str, str] = field(default_factory=dict)
+    fresh_tokens: bool = False
+    _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+
+    async def stop(self, grace: float = 10.0) -> None:
+        """Stops taking calls, lets calls in flight finish (up to `grace` seconds), then closes."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.audit.close()
+        await self.db.close()
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+
+
+def _load_keys(settings: Settings) -> tuple[KeyringSource, Principals, dict[str, str], bool]:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.keyring_file is not None:
+        keyring_path: Path = settings.keyring_file
+        keyring = Keyring.load(keyring_path)
+    else:
+        keyring_path, keyring = devmode.dev_keyring(settings.data_dir)
+    tokens: dict[str, str] = {}
+    fresh = False
+    if settings.principals_file is not None:
+        principals = Principals.load(settings.principals_file)
+    else:
+        _, principals, generated = devmode.dev_principals(settings.data_dir)
+        fresh = generated is not None
+        tokens = generated or devmode.saved_dev_tokens(settings.data_dir)
+    return KeyringSource(keyring_path, keyring), principals, tokens, fresh
+
+
+async def _watch_database(db: Database, health_servicer: health.aio.HealthServicer) -> None:
+    """Keeps the health status in step with the database: NOT_SERVING while it cannot be reached."""
+    serving: bool | None = None
+    while True:
+        ok = await db.ping(timeout=HEALTH_PROBE_INTERVAL)
+        if ok != serving:
+            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in ("", *SERVICE_NAMES):
+                await health_servicer.set(name, status)
+            if serving is not None:
+                (log.info if ok else log.error)("database %s", "reachable again" if ok else "unreachable")
+            serving = ok
+        await asyncio.sleep(HEALTH_PROBE_INTERVAL)
+
+
+def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    key = settings.tls_key_file.read_bytes()
+    cert = settings.tls_cert_file.read_bytes()
+    if settings.tls_client_ca_file is not None:
+        return grpc.ssl_server_credentials(
+            [(key, cert)], root_certificates=settings.tls_client_ca_file.read_bytes(), require_client_auth=True
+        )
+    return grpc.ssl_server_credentials([(key, cert)])
+
+
+async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
+    keyring, principals, tokens, fresh = _load_keys(settings)
+    embedded: EmbeddedPostgres | None = None
+    url = settings.database_url
+    if url is None:
+        embedded = EmbeddedPostgres(settings.data_dir / "pg")
+        url = await asyncio.to_thread(embedded.start)
+        log.info("embedded Postgres running in %s", embedded.pgdata)
+    try:
+        db = await Database.connect(url)
+        await db.migrate()
+    except BaseException:
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        raise
+
+    keys = DataKeys(db, keyring)
+    audit = AuditBuffer(db)
+    audit.start()
+    server = grpc.aio.server(
+        interceptors=[AuthInterceptor(principals)],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
+        ],
+    )
+    secret_store_pb2_grpc.add_SecretStoreServicer_to_server(SecretStoreServicer(EditorService(db, keys)), server)
+    resolver_pb2_grpc.add_ResolverServicer_to_server(ResolverServicer(ResolverService(db, keys, audit)), server)
+    directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryServicer(DirectoryService(db)), server)
+    operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+
+    credentials = _server_credentials(settings)
+    if credentials is not None:
+        port = server.add_secure_port(settings.listen, credentials)
+    else:
+        port = server.add_insecure_port(settings.listen)
+    await server.start()
+    running = Running(settings, server, port, db, embedded, audit, health_servicer, keys, tokens, fresh)
+    running._tasks.append(asyncio.create_task(_watch_database(db, health_servicer), name="health-watch"))
+    return running
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+    # asyncpg and grpc are quiet at INFO; at DEBUG they log protocol details, never our values,
+    # because values only ever reach them sealed.
+
+
+async def serve(settings: Settings, *, reuse_port: bool = False, show_banner: bool = True) -> None:
+    running = await start(settings, reuse_port=reuse_port)
+    host = settings.listen.rpartition(":")[0]
+    address = f"{host}:{running.port}"
+    log.info("serving secrets.v1 on %s (%s)", address, "TLS" if settings.tls_cert_file else "plaintext")
+    if show_banner and not settings.production:
+        print(devmode.banner(address, running.dev_tokens, running.fresh_tokens), flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: draining calls in flight")
+    await running.stop(grace=10.0)
+    log.info("stopped")

@@ -1,0 +1,1 @@
+"""Postgres access with asyncpg. Sees sealed bytes only, never a plaintext value."""

@@ -1,0 +1,153 @@
+"""Connection pool, embedded Postgres and schema migrations."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from service.domain.errors import Unavailable
+
+log = logging.getLogger(__name__)
+
+# Any constant will do, as long as every replica uses the same one: it serializes migrations when
+# several processes start at once against one database.
+MIGRATION_LOCK_ID = 7_351_902_114
+
+# Errors that mean "the database is not there right now", as opposed to a bug in a query.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionFailureError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.InterfaceError,
+)
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def load_migrations() -> list[Migration]:
+    found: list[Migration] = []
+    for entry in resources.files("service.store").joinpath("migrations").iterdir():
+        name = entry.name
+        if not name.endswith(".sql"):
+            continue
+        number, _, rest = name.partition("_")
+        found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if versions != list(range(1, len(found) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1..n without gaps, found {versions}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Applies pending migrations in order, in one transaction, under an advisory lock."""
+    applied_now: list[int] = []
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for migration in load_migrations():
+            if migration.version in done:
+                continue
+            await conn.execute(migration.sql)
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", migration.version, migration.name
+            )
+            applied_now.append(migration.version)
+    if applied_now:
+        log.info("applied migrations %s", applied_now)
+    return applied_now
+
+
+class Database:
+    """The asyncpg pool, with connection failures mapped to `Unavailable` in one place."""
+
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+        self.pool = pool
+        self.url = url
+
+    @classmethod
+    async def connect(cls, url: str, *, min_size: int = 2, max_size: int = 10, timeout: float = 5.0) -> Database:
+        pool = await asyncpg.create_pool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            timeout=timeout,
+            command_timeout=30,
+            # Bounded so that a dead database makes calls fail fast, not pile up.
+            max_inactive_connection_lifetime=300,
+        )
+        return cls(pool, url)
+
+    @contextlib.asynccontextmanager
+    async def connection(self, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
+        try:
+            async with self.pool.acquire(timeout=timeout) as conn:
+                yield conn
+        except CONNECTION_ERRORS as exc:
+            raise Unavailable(f"the database is unavailable ({type(exc).__name__}); retry shortly") from exc
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
+        async with self.connection(timeout) as conn, conn.transaction():
+            yield conn
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        try:
+            async with self.connection(timeout) as conn:
+                await conn.fetchval("SELECT 1", timeout=timeout)
+            return True
+        except (Unavailable, *CONNECTION_ERRORS):
+            return False
+
+    async def migrate(self) -> list[int]:
+        async with self.connection(timeout=30) as conn:
+            return await migrate(conn)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.pool.close(), timeout=5)
+
+
+class EmbeddedPostgres:
+    """A real Postgres 16 (from the pgserver wheel) in the data dir, for development and tests.
+
+    Its data survives restarts: the directory is initialised once and reused.
+    """
+
+    def __init__(self, pgdata: Path) -> None:
+        self.pgdata = pgdata
+        self._server: Any = None
+
+    def start(self) -> str:
+        import pgserver
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        return str(self._server.get_uri())
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None

@@ -1,0 +1,535 @@
+"""SQL for every table, as plain statements next to the functions that run them.
+
+Every function takes the connection to run on, so the application layer decides what shares a
+transaction. Nothing here sees plaintext: values arrive and leave sealed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from service.domain.model import Permission, Scope, SecretRole, Tenant, TenantKind
+
+# ---------------------------------------------------------------------------------------------
+# Workspace members
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    workspace_id: str
+    user_id: str
+    email: str
+    permission: Permission
+    external: bool
+    updated_at: datetime
+
+
+def _member(r: asyncpg.Record) -> MemberRow:
+    return MemberRow(
+        r["workspace_id"], r["user_id"], r["email"], Permission(r["permission"]), r["external"], r["updated_at"]
+    )
+
+
+_PUT_MEMBER = """
+INSERT INTO workspace_members (workspace_id, user_id, email, permission, external)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (workspace_id, user_id) DO UPDATE
+   SET email = EXCLUDED.email, permission = EXCLUDED.permission, external = EXCLUDED.external,
+       updated_at = now()
+RETURNING workspace_id, user_id, email, permission, external, updated_at, (xmax = 0) AS created
+"""
+
+
+async def put_member(
+    conn: asyncpg.Connection, workspace_id: str, user_id: str, email: str, permission: Permission, external: bool
+) -> tuple[MemberRow, bool]:
+    r = await conn.fetchrow(_PUT_MEMBER, workspace_id, user_id, email, int(permission), external)
+    return _member(r), bool(r["created"])
+
+
+async def member_with_email(conn: asyncpg.Connection, workspace_id: str, email: str) -> MemberRow | None:
+    r = await conn.fetchrow(
+        "SELECT workspace_id, user_id, email, permission, external, updated_at"
+        " FROM workspace_members WHERE workspace_id = $1 AND email = $2",
+        workspace_id,
+        email,
+    )
+    return _member(r) if r else None
+
+
+async def get_member(conn: asyncpg.Connection, workspace_id: str, user_id: str) -> MemberRow | None:
+    r = await conn.fetchrow(
+        "SELECT workspace_id, user_id, email, permission, external, updated_at"
+        " FROM workspace_members WHERE workspace_id = $1 AND user_id = $2",
+        workspace_id,
+        user_id,
+    )
+    return _member(r) if r else None
+
+
+async def permission_of(conn: asyncpg.Connection, workspace_id: str, user_id: str) -> Permission | None:
+    value = await conn.fetchval(
+        "SELECT permission FROM workspace_members WHERE workspace_id = $1 AND user_id = $2", workspace_id, user_id
+    )
+    return Permission(value) if value is not None else None
+
+
+async def list_members(conn: asyncpg.Connection, workspace_id: str) -> list[MemberRow]:
+    rows = await conn.fetch(
+        "SELECT workspace_id, user_id, email, permission, external, updated_at"
+        " FROM workspace_members WHERE workspace_id = $1 ORDER BY email, user_id",
+        workspace_id,
+    )
+    return [_member(r) for r in rows]
+
+
+async def remove_member(conn: asyncpg.Connection, workspace_id: str, user_id: str) -> tuple[bool, int]:
+    """Removes a member and, in the same transaction, their memberships of the workspace's secrets."""
+    removed_roles = await conn.fetchval(
+        """
+        WITH gone AS (
+            DELETE FROM secret_members sm USING secrets s
+             WHERE sm.secret_id = s.id AND s.scope = 1 AND s.owner_id = $1 AND sm.user_id = $2
+            RETURNING 1)
+        SELECT count(*) FROM gone
+        """,
+        workspace_id,
+        user_id,
+    )
+    status = await conn.execute(
+        "DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2", workspace_id, user_id
+    )
+    return status.endswith(" 1"), int(removed_roles)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data keys
+
+
+@dataclass(frozen=True, slots=True)
+class WrappedDataKey:
+    tenant: Tenant
+    generation: int
+    master_key_id: str
+    wrapped: bytes
+
+
+_LATEST_DATA_KEY = """
+SELECT generation, master_key_id, wrapped FROM data_keys
+ WHERE tenant_kind = $1 AND tenant_id = $2 ORDER BY generation DESC LIMIT 1
+"""
+
+
+async def latest_data_key(conn: asyncpg.Connection, tenant: Tenant) -> WrappedDataKey | None:
+    r = await conn.fetchrow(_LATEST_DATA_KEY, tenant.kind.value, tenant.id)
+    return WrappedDataKey(tenant, r["generation"], r["master_key_id"], r["wrapped"]) if r else None
+
+
+async def data_keys_for(conn: asyncpg.Connection, tenants: Sequence[Tenant]) -> list[WrappedDataKey]:
+    rows = await conn.fetch(
+        "SELECT tenant_kind, tenant_id, generation, master_key_id, wrapped FROM data_keys"
+        " WHERE (tenant_kind, tenant_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))",
+        [t.kind.value for t in tenants],
+        [t.id for t in tenants],
+    )
+    return [
+        WrappedDataKey(Tenant(TenantKind(r["tenant_kind"]), r["tenant_id"]), r["generation"], r["master_key_id"], r["wrapped"])
+        for r in rows
+    ]
+
+
+async def insert_data_key(conn: asyncpg.Connection, key: WrappedDataKey) -> WrappedDataKey:
+    """Inserts a new data key unless another process won the race; returns the one that is stored."""
+    await conn.execute(
+        "INSERT INTO data_keys (tenant_kind, tenant_id, generation, master_key_id, wrapped)"
+        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        key.tenant.kind.value,
+        key.tenant.id,
+        key.generation,
+        key.master_key_id,
+        key.wrapped,
+    )
+    stored = await latest_data_key(conn, key.tenant)
+    assert stored is not None
+    return stored
+
+
+async def count_data_keys_by_master(conn: asyncpg.Connection) -> dict[str, int]:
+    rows = await conn.fetch("SELECT master_key_id, count(*) AS n FROM data_keys GROUP BY master_key_id")
+    return {r["master_key_id"]: int(r["n"]) for r in rows}
+
+
+async def data_keys_not_under(conn: asyncpg.Connection, master_key_id: str, limit: int) -> list[WrappedDataKey]:
+    rows = await conn.fetch(
+        "SELECT tenant_kind, tenant_id, generation, master_key_id, wrapped FROM data_keys"
+        " WHERE master_key_id <> $1 ORDER BY tenant_kind, tenant_id, generation LIMIT $2"
+        " FOR UPDATE SKIP LOCKED",
+        master_key_id,
+        limit,
+    )
+    return [
+        WrappedDataKey(Tenant(TenantKind(r["tenant_kind"]), r["tenant_id"]), r["generation"], r["master_key_id"], r["wrapped"])
+        for r in rows
+    ]
+
+
+async def rewrap_data_key(conn: asyncpg.Connection, key: WrappedDataKey, master_key_id: str, wrapped: bytes) -> None:
+    await conn.execute(
+        "UPDATE data_keys SET master_key_id = $4, wrapped = $5, rewrapped_at = now()"
+        " WHERE tenant_kind = $1 AND tenant_id = $2 AND generation = $3",
+        key.tenant.kind.value,
+        key.tenant.id,
+        key.generation,
+        master_key_id,
+        wrapped,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Scope revisions
+
+
+async def lock_revision(conn: asyncpg.Connection, scope: Scope, owner_id: str) -> int:
+    """The scope's revision, with its row locked until the transaction ends."""
+    await conn.execute(
+        "INSERT INTO scope_revisions (scope, owner_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", int(scope), owner_id
+    )
+    return int(
+        await conn.fetchval(
+            "SELECT revision FROM scope_revisions WHERE scope = $1 AND owner_id = $2 FOR UPDATE", int(scope), owner_id
+        )
+    )
+
+
+async def set_revision(conn: asyncpg.Connection, scope: Scope, owner_id: str, revision: int) -> None:
+    await conn.execute(
+        "UPDATE scope_revisions SET revision = $3 WHERE scope = $1 AND owner_id = $2", int(scope), owner_id, revision
+    )
+
+
+async def revisions(conn: asyncpg.Connection, workspace_id: str, user_id: str) -> tuple[int, int]:
+    r = await conn.fetchrow(
+        """
+        SELECT coalesce((SELECT revision FROM scope_revisions WHERE scope = 1 AND owner_id = $1), 0) AS w,
+               coalesce((SELECT revision FROM scope_revisions WHERE scope = 2 AND owner_id = $2), 0) AS p
+        """,
+        workspace_id,
+        user_id,
+    )
+    return int(r["w"]), int(r["p"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Secrets
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRow:
+    id: int
+    scope: Scope
+    owner_id: str
+    key: str
+    version: int
+    display_name: str
+    description: str
+    restricted: bool
+    created_at: datetime
+    created_by: str
+    updated_at: datetime
+    updated_by: str
+    # Only filled by queries that need them.
+    sealed: bytes = b""
+    caller_role: SecretRole | None = None
+
+
+_SECRET_COLUMNS = (
+    "s.id, s.scope, s.owner_id, s.key, s.version, s.display_name, s.description, s.restricted,"
+    " s.created_at, s.created_by, s.updated_at, s.updated_by"
+)
+
+
+def _secret(r: asyncpg.Record) -> SecretRow:
+    role = r.get("caller_role")
+    return SecretRow(
+        id=r["id"],
+        scope=Scope(r["scope"]),
+        owner_id=r["owner_id"],
+        key=r["key"],
+        version=r["version"],
+        display_name=r["display_name"],
+        description=r["description"],
+        restricted=r["restricted"],
+        created_at=r["created_at"],
+        created_by=r["created_by"],
+        updated_at=r["updated_at"],
+        updated_by=r["updated_by"],
+        sealed=r.get("sealed") or b"",
+        caller_role=SecretRole(role) if role is not None else None,
+    )
+
+
+async def list_secrets(conn: asyncpg.Connection, scope: Scope, owner_id: str, caller_id: str) -> list[SecretRow]:
+    rows = await conn.fetch(
+        f"SELECT {_SECRET_COLUMNS}, sm.role AS caller_role FROM secrets s"
+        " LEFT JOIN secret_members sm ON sm.secret_id = s.id AND sm.user_id = $3"
+        " WHERE s.scope = $1 AND s.owner_id = $2 ORDER BY s.key",
+        int(scope),
+        owner_id,
+        caller_id,
+    )
+    return [_secret(r) for r in rows]
+
+
+async def lock_secrets(
+    conn: asyncpg.Connection, scope: Scope, owner_id: str, keys: Sequence[str], caller_id: str
+) -> dict[str, SecretRow]:
+    """The named secrets (with sealed values and the caller's role), locked for update."""
+    rows = await conn.fetch(
+        f"SELECT {_SECRET_COLUMNS}, s.sealed, sm.role AS caller_role FROM secrets s"
+        " LEFT JOIN secret_members sm ON sm.secret_id = s.id AND sm.user_id = $4"
+        " WHERE s.scope = $1 AND s.owner_id = $2 AND s.key = ANY($3::text[])"
+        " ORDER BY s.key FOR UPDATE OF s",
+        int(scope),
+        owner_id,
+        list(keys),
+        caller_id,
+    )
+    return {r["key"]: _secret(r) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class NewSecret:
+    key: str
+    sealed: bytes
+
+
+async def insert_secrets(
+    conn: asyncpg.Connection, scope: Scope, owner_id: str, user_id: str, items: Sequence[NewSecret]
+) -> dict[str, int]:
+    """Creates secrets at version 1 with their first version row; returns their ids by key."""
+    if not items:
+        return {}
+    rows = await conn.fetch(
+        """
+        INSERT INTO secrets (scope, owner_id, key, version, sealed, created_by, updated_by)
+        SELECT $1, $2, k, 1, v, $3, $3 FROM unnest($4::text[], $5::bytea[]) AS t(k, v)
+        RETURNING id, key
+        """,
+        int(scope),
+        owner_id,
+        user_id,
+        [i.key for i in items],
+        [i.sealed for i in items],
+    )
+    ids = {r["key"]: r["id"] for r in rows}
+    await conn.execute(
+        "INSERT INTO secret_versions (secret_id, version, sealed, created_by)"
+        " SELECT id, 1, v, $1 FROM unnest($2::bigint[], $3::bytea[]) AS t(id, v)",
+        user_id,
+        [ids[i.key] for i in items],
+        [i.sealed for i in items],
+    )
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class NewVersion:
+    secret_id: int
+    version: int
+    sealed: bytes
+    restored_from: int | None = None
+
+
+async def add_versions(
+    conn: asyncpg.Connection, user_id: str, items: Sequence[NewVersion], keep: int
+) -> None:
+    """Makes each item the current value of its secret, records it, and prunes older versions
+    beyond the newest `keep`."""
+    if not items:
+        return
+    ids = [i.secret_id for i in items]
+    versions = [i.version for i in items]
+    sealed = [i.sealed for i in items]
+    restored = [i.restored_from for i in items]
+    await conn.execute(
+        "UPDATE secrets s SET version = t.version, sealed = t.sealed, updated_at = now(), updated_by = $1"
+        " FROM unnest($2::bigint[], $3::bigint[], $4::bytea[]) AS t(id, version, sealed) WHERE s.id = t.id",
+        user_id,
+        ids,
+        versions,
+        sealed,
+    )
+    await conn.execute(
+        "INSERT INTO secret_versions (secret_id, version, sealed, created_by, restored_from)"
+        " SELECT id, version, sealed, $1, restored FROM unnest($2::bigint[], $3::bigint[], $4::bytea[], $5::bigint[])"
+        " AS t(id, version, sealed, restored)",
+        user_id,
+        ids,
+        versions,
+        sealed,
+        restored,
+    )
+    await conn.execute(
+        "DELETE FROM secret_versions v USING unnest($1::bigint[], $2::bigint[]) AS t(id, version)"
+        " WHERE v.secret_id = t.id AND v.version <= t.version - $3",
+        ids,
+        versions,
+        keep,
+    )
+
+
+async def delete_secrets(conn: asyncpg.Connection, ids: Sequence[int]) -> None:
+    if ids:
+        await conn.execute("DELETE FROM secrets WHERE id = ANY($1::bigint[])", list(ids))
+
+
+@dataclass(frozen=True, slots=True)
+class VersionRow:
+    version: int
+    sealed: bytes
+    created_at: datetime
+    created_by: str
+    restored_from: int | None
+
+
+async def versions_of(conn: asyncpg.Connection, secret_id: int, with_sealed: bool = False) -> list[VersionRow]:
+    sealed = "sealed" if with_sealed else "''::bytea AS sealed"
+    rows = await conn.fetch(
+        f"SELECT version, {sealed}, created_at, created_by, restored_from FROM secret_versions"
+        " WHERE secret_id = $1 ORDER BY version DESC",
+        secret_id,
+    )
+    return [VersionRow(r["version"], r["sealed"], r["created_at"], r["created_by"], r["restored_from"]) for r in rows]
+
+
+async def rename_secret(
+    conn: asyncpg.Connection, secret_id: int, new_key: str, user_id: str, current: bytes, versions: Sequence[tuple[int, bytes]]
+) -> None:
+    """Moves a secret to a new key. Sealed values are bound to their key, so the caller passes
+    the current value and every kept version re-sealed under the new key."""
+    await conn.execute(
+        "UPDATE secrets SET key = $2, sealed = $3, updated_at = now(), updated_by = $4 WHERE id = $1",
+        secret_id,
+        new_key,
+        current,
+        user_id,
+    )
+    await conn.execute(
+        "UPDATE secret_versions v SET sealed = t.sealed FROM unnest($2::bigint[], $3::bytea[]) AS t(version, sealed)"
+        " WHERE v.secret_id = $1 AND v.version = t.version",
+        secret_id,
+        [v for v, _ in versions],
+        [s for _, s in versions],
+    )
+
+
+async def add_secret_members(
+    conn: asyncpg.Connection, secret_ids: Iterable[int], user_id: str, role: SecretRole, added_by: str
+) -> None:
+    await conn.execute(
+        "INSERT INTO secret_members (secret_id, user_id, role, added_by)"
+        " SELECT id, $2, $3, $4 FROM unnest($1::bigint[]) AS id"
+        " ON CONFLICT (secret_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+        list(secret_ids),
+        user_id,
+        int(role),
+        added_by,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolution: everything a resolve needs, for all keys of both scopes, in one round trip.
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveRow:
+    scope: Scope
+    key: str
+    version: int
+    sealed: bytes
+    restricted: bool
+    run_user_role: SecretRole | None
+
+
+@dataclass(slots=True)
+class ResolveSnapshot:
+    permission: Permission | None
+    rows: list[ResolveRow] = field(default_factory=list)
+
+
+# The run user's membership gates both scopes, so secrets are only read for a member.
+RESOLVE_SQL = """
+SELECT m.permission, s.scope, s.key, s.version, s.sealed, s.restricted, sm.role AS run_user_role
+  FROM (SELECT $1::text AS ws, $2::text AS uid) p
+  LEFT JOIN workspace_members m ON m.workspace_id = p.ws AND m.user_id = p.uid
+  LEFT JOIN secrets s
+    ON m.user_id IS NOT NULL
+   AND s.key = ANY($3::text[])
+   AND ((s.scope = 1 AND s.owner_id = p.ws) OR (s.scope = 2 AND s.owner_id = p.uid))
+  LEFT JOIN secret_members sm ON sm.secret_id = s.id AND sm.user_id = p.uid
+"""
+
+
+async def fetch_for_resolve(
+    conn: asyncpg.Connection, workspace_id: str, run_user_id: str, keys: Sequence[str]
+) -> ResolveSnapshot:
+    records = await conn.fetch(RESOLVE_SQL, workspace_id, run_user_id, list(keys))
+    permission = records[0]["permission"] if records else None
+    snapshot = ResolveSnapshot(Permission(permission) if permission is not None else None)
+    for r in records:
+        if r["scope"] is None:
+            continue
+        role = r["run_user_role"]
+        snapshot.rows.append(
+            ResolveRow(
+                Scope(r["scope"]), r["key"], r["version"], r["sealed"], r["restricted"],
+                SecretRole(role) if role is not None else None,
+            )
+        )
+    return snapshot
+
+
+# ---------------------------------------------------------------------------------------------
+# Audit
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    principal: str
+    action: str
+    outcome: str
+    user_id: str = ""
+    workspace_id: str = ""
+    # (key, scope, version) triples: names and versions only.
+    keys: tuple[tuple[str, int, int], ...] = ()
+    execution_id: str = ""
+    detail: str = ""
+
+
+def _keys_json(keys: Iterable[tuple[str, int, int]]) -> str:
+    return json.dumps([{"key": k, "scope": s, "version": v} for k, s, v in keys])
+
+
+_AUDIT_INSERT = (
+    "INSERT INTO audit_events (principal, user_id, workspace_id, action, keys, execution_id, outcome, detail)"
+    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)"
+)
+
+
+def _audit_args(e: AuditRecord) -> tuple[Any, ...]:
+    return (e.principal, e.user_id, e.workspace_id, e.action, _keys_json(e.keys), e.execution_id, e.outcome, e.detail)
+
+
+async def insert_audit(conn: asyncpg.Connection, event: AuditRecord) -> None:
+    await conn.execute(_AUDIT_INSERT, *_audit_args(event))
+
+
+async def insert_audit_many(conn: asyncpg.Connection, events: Sequence[AuditRecord]) -> None:
+    if events:
+        await conn.executemany(_AUDIT_INSERT, [_audit_args(e) for e in events])
