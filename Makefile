@@ -51,6 +51,7 @@ gen-check: install
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	$(PY) -m mypy
 	cd $(NODE_DIR) && npm install --no-audit --no-fund --silent >/dev/null
 	$(NODE_DIR)/node_modules/.bin/buf lint protos

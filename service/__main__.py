@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Coroutine
+from typing import Any
 
 from service.config import ConfigError, Settings
+
+
+def run_loop(main_coro: Coroutine[Any, Any, None]) -> None:
+    """Runs on uvloop where it is installed (faster I/O), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main_coro)
+    else:
+        uvloop.run(main_coro)
 
 
 def main() -> int:
@@ -18,14 +30,7 @@ def main() -> int:
 
     configure_logging(settings.log_level)
     try:
-        import uvloop
-    except ImportError:
-        uvloop = None
-    try:
-        if uvloop is not None:
-            uvloop.run(serve(settings))
-        else:
-            asyncio.run(serve(settings))
+        run_loop(serve(settings))
     except (OSError, ValueError, RuntimeError) as exc:
         # Start-up failures (a bad key file, a taken port, an unreachable database) get one line.
         print(f"secrets-server: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)

@@ -16,7 +16,7 @@ import secrets as pysecrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -134,7 +134,7 @@ USER_ID_HEADER = "x-user-id"
 MAX_USER_ID_LENGTH = 200
 
 
-def _rejecting_handler(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
+def _rejecting_handler(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler[Any, Any]:
     async def reject(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         await context.abort(code, message)
 
@@ -142,7 +142,7 @@ def _rejecting_handler(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHan
     return grpc.unary_unary_rpc_method_handler(reject)
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Authenticates every call and enforces the role of the service it targets.
 
     Centralised so that no RPC, present or future, can forget to check: a method of an unknown
@@ -154,9 +154,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         method = handler_call_details.method
         service = method[1:].rpartition("/")[0]
         if service in OPEN_SERVICES:
@@ -198,8 +198,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         return _with_caller(handler, Caller(principal.name, user_id))
 
 
-def _with_caller(handler: grpc.RpcMethodHandler, caller: Caller) -> grpc.RpcMethodHandler:
-    inner = handler.unary_unary
+def _with_caller(handler: grpc.RpcMethodHandler[Any, Any], caller: Caller) -> grpc.RpcMethodHandler[Any, Any]:
+    # On a grpc.aio server, handlers are coroutine functions; the stubs only know sync ones.
+    inner = cast(Callable[[Any, Any], Awaitable[Any]], handler.unary_unary)
 
     async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         current_caller.set(caller)

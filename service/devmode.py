@@ -73,16 +73,16 @@ def banner(listen: str, tokens: dict[str, str], fresh: bool) -> str:
             f"  grpcurl -plaintext {listen} list",
             f"  grpcurl -plaintext {listen} grpc.health.v1.Health/Check",
             f"  grpcurl -plaintext -H 'authorization: Bearer {d}' \\",
-            "    -d '{\"workspace_id\":\"ws1\",\"user_id\":\"u1\",\"email\":\"u1@example.com\","
-            "\"permission\":\"WORKSPACE_PERMISSION_ADMIN\"}' \\",
+            '    -d \'{"workspace_id":"ws1","user_id":"u1","email":"u1@example.com",'
+            '"permission":"WORKSPACE_PERMISSION_ADMIN"}\' \\',
             f"    {listen} secrets.v1.Directory/PutWorkspaceMember",
             f"  grpcurl -plaintext -H 'authorization: Bearer {e}' -H 'x-user-id: u1' \\",
-            "    -d '{\"workspace_id\":\"ws1\",\"scope\":\"SCOPE_WORKSPACE\",\"expected_revision\":0,"
-            "\"changes\":[{\"key\":\"API_TOKEN\",\"value\":\"s3cr3t\"}]}' \\",
+            '    -d \'{"workspace_id":"ws1","scope":"SCOPE_WORKSPACE","expected_revision":0,'
+            '"changes":[{"key":"API_TOKEN","value":"s3cr3t"}]}\' \\',
             f"    {listen} secrets.v1.SecretStore/SaveSecrets",
             f"  grpcurl -plaintext -H 'authorization: Bearer {x}' \\",
-            "    -d '{\"workspace_id\":\"ws1\",\"trigger\":\"TRIGGER_MANUAL\",\"triggering_user_id\":\"u1\","
-            "\"blocks\":[{\"block_id\":\"b1\",\"inputs\":{\"auth\":\"Bearer {{API_TOKEN}}\"}}]}' \\",
+            '    -d \'{"workspace_id":"ws1","trigger":"TRIGGER_MANUAL","triggering_user_id":"u1",'
+            '"blocks":[{"block_id":"b1","inputs":{"auth":"Bearer {{API_TOKEN}}"}}]}\' \\',
             f"    {listen} secrets.v1.Resolver/ResolveInputs",
         ]
     else:

@@ -105,4 +105,3 @@ def rpc(
             raise  # unreachable: abort raises
 
     return handle
-

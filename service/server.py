@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import _async as health_aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -29,8 +30,16 @@ from service.auth import AuthInterceptor, Principals
 from service.config import Settings
 from service.crypto.keyring import Keyring
 from service.domain.limits import MAX_MESSAGE_BYTES
-from service.gen.secrets.v1 import directory_pb2, operations_pb2, resolver_pb2, secret_store_pb2
-from service.gen.secrets.v1 import directory_pb2_grpc, operations_pb2_grpc, resolver_pb2_grpc, secret_store_pb2_grpc
+from service.gen.secrets.v1 import (
+    directory_pb2,
+    directory_pb2_grpc,
+    operations_pb2,
+    operations_pb2_grpc,
+    resolver_pb2,
+    resolver_pb2_grpc,
+    secret_store_pb2,
+    secret_store_pb2_grpc,
+)
 from service.store.db import Database, EmbeddedPostgres
 
 log = logging.getLogger("service")
@@ -54,7 +63,7 @@ class Running:
     db: Database
     embedded: EmbeddedPostgres | None
     audit: AuditBuffer
-    health: health.aio.HealthServicer
+    health: health_aio.HealthServicer
     keys: DataKeys
     dev_tokens: dict[str, str] = field(default_factory=dict)
     fresh_tokens: bool = False
@@ -93,7 +102,7 @@ def _load_keys(settings: Settings) -> tuple[KeyringSource, Principals, dict[str,
     return KeyringSource(keyring_path, keyring), principals, tokens, fresh
 
 
-async def _watch_database(db: Database, health_servicer: health.aio.HealthServicer) -> None:
+async def _watch_database(db: Database, health_servicer: health_aio.HealthServicer) -> None:
     """Keeps the health status in step with the database: NOT_SERVING while it cannot be reached."""
     serving: bool | None = None
     while True:
@@ -151,7 +160,7 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     resolver_pb2_grpc.add_ResolverServicer_to_server(ResolverServicer(ResolverService(db, keys, audit)), server)
     directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryServicer(DirectoryService(db)), server)
     operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 

@@ -17,9 +17,7 @@ def new_token_main(argv: list[str] | None = None) -> int:
         description="Create a bearer token; print it once, and the principals-file line that holds only its hash.",
     )
     parser.add_argument("name", help="principal name, e.g. web-editor")
-    parser.add_argument(
-        "roles", nargs="+", choices=[r.value for r in Role], help="roles the principal gets"
-    )
+    parser.add_argument("roles", nargs="+", choices=[r.value for r in Role], help="roles the principal gets")
     opts = parser.parse_args(argv)
     token = new_token()
     print(f"token (shown once; give it to {opts.name}): {token}", file=sys.stderr)

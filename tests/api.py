@@ -63,7 +63,10 @@ class Api:
     ) -> dpb.PutWorkspaceMemberResponse:
         return await self.directory.PutWorkspaceMember(
             dpb.PutWorkspaceMemberRequest(
-                workspace_id=ws, user_id=user, email=email or f"{user}@example.com", permission=permission,
+                workspace_id=ws,
+                user_id=user,
+                email=email or f"{user}@example.com",
+                permission=permission,
                 external=external,
             ),
             metadata=metadata("directory"),

@@ -40,14 +40,21 @@ async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
 
 
 def write_principals(path: Path) -> Path:
-    roles = {"editor": ["editor"], "executor": ["executor"], "directory": ["directory"], "ops": ["ops"],
-             "all": ["editor", "executor", "directory", "ops"]}
+    roles = {
+        "editor": ["editor"],
+        "executor": ["executor"],
+        "directory": ["directory"],
+        "ops": ["ops"],
+        "all": ["editor", "executor", "directory", "ops"],
+    }
     write_private_json(
         path,
-        {"principals": [
-            {"name": f"test-{name}", "roles": roles[name], "token_sha256": hash_token(token)}
-            for name, token in TOKENS.items()
-        ]},
+        {
+            "principals": [
+                {"name": f"test-{name}", "roles": roles[name], "token_sha256": hash_token(token)}
+                for name, token in TOKENS.items()
+            ]
+        },
     )
     return path
 

@@ -82,8 +82,12 @@ def main() -> int:
             for name in sorted(set(current) | set(fresh)):
                 if current.get(name) != fresh.get(name):
                     diff = difflib.unified_diff(
-                        current.get(name, "").splitlines(), fresh.get(name, "").splitlines(),
-                        f"committed/{name}", f"generated/{name}", lineterm="", n=1,
+                        current.get(name, "").splitlines(),
+                        fresh.get(name, "").splitlines(),
+                        f"committed/{name}",
+                        f"generated/{name}",
+                        lineterm="",
+                        n=1,
                     )
                     print("\n".join(list(diff)[:20]))
             print("service/gen is stale: run `make gen` and commit the result", file=sys.stderr)

@@ -29,9 +29,7 @@ class ResolverServicer(pb_grpc.ResolverServicer):
         self, request: pb.ResolveInputsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResolveInputsResponse:
         require_id("workspace_id", request.workspace_id)
-        run_user = run_user_for(
-            convert.trigger(request.trigger), request.triggering_user_id, request.workflow_owner_id
-        )
+        run_user = run_user_for(convert.trigger(request.trigger), request.triggering_user_id, request.workflow_owner_id)
         require_id("run user id", run_user)
         if len(request.blocks) > limits.MAX_BLOCKS_PER_REQUEST:
             raise ResourceExhausted(
@@ -89,5 +87,5 @@ def _fill_block(result: pb.BlockResult, sites: list[Site], outcomes: dict[str, K
         for ref in site.template.references:
             chosen = outcomes[ref.key].decision.chosen
             assert chosen is not None
-            result.references.add(field_path=site.path, key=ref.key, scope=int(chosen.scope), version=chosen.version)  # type: ignore[arg-type]
+            result.references.add(field_path=site.path, key=ref.key, scope=int(chosen.scope), version=chosen.version)
     return True

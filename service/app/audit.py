@@ -13,9 +13,8 @@ import asyncio
 import contextlib
 import logging
 
-from service.domain.errors import Unavailable
 from service.store import repository as repo
-from service.store.db import CONNECTION_ERRORS, Database
+from service.store.db import UNAVAILABLE_ERRORS, Database
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ class AuditBuffer:
             try:
                 async with self._db.transaction() as conn:
                     await repo.insert_audit_many(conn, events)
-            except (Unavailable, *CONNECTION_ERRORS):
+            except UNAVAILABLE_ERRORS:
                 # Keep them for the next attempt; the database is away.
                 self._pending[:0] = events
                 raise
@@ -59,7 +58,7 @@ class AuditBuffer:
             await asyncio.sleep(self._interval)
             try:
                 await self.flush()
-            except (Unavailable, *CONNECTION_ERRORS):
+            except UNAVAILABLE_ERRORS:
                 log.warning("audit events pending: the database is unavailable (%d buffered)", len(self._pending))
                 self._wakeup.set()
                 await asyncio.sleep(1.0)

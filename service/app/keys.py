@@ -102,7 +102,9 @@ class DataKeys:
             await self.load([tenant])
             key = self.cached(tenant, generation)
             if key is None:
-                raise DataLoss(f"a sealed value names data key generation {generation} of {tenant}, which does not exist")
+                raise DataLoss(
+                    f"a sealed value names data key generation {generation} of {tenant}, which does not exist"
+                )
         return key
 
     async def for_sealing(self, tenant: Tenant) -> DataKey:

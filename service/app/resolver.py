@@ -55,7 +55,13 @@ class ResolverService:
         return outcomes
 
     def record(
-        self, caller: Caller, workspace_id: str, run_user_id: str, execution_id: str, used: Sequence[Decision], failed: int
+        self,
+        caller: Caller,
+        workspace_id: str,
+        run_user_id: str,
+        execution_id: str,
+        used: Sequence[Decision],
+        failed: int,
     ) -> None:
         self._audit.add(
             repo.AuditRecord(

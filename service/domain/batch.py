@@ -149,7 +149,9 @@ def plan_changes(
                 ops.append(Op(OpKind.CREATE, change.key, 1, value=change.value))
             else:
                 if workspace:
-                    policy.require_modify(permission, current.caller_role, user_id, workspace_id, change.key, "changing")
+                    policy.require_modify(
+                        permission, current.caller_role, user_id, workspace_id, change.key, "changing"
+                    )
                 ops.append(Op(OpKind.UPDATE, change.key, current.version + 1, value=change.value))
             continue
         if current is None:

@@ -12,17 +12,13 @@ from service.domain.model import BlockErrorCode, Permission, Scope, SecretRole, 
 def run_user_for(trigger: Trigger | None, triggering_user_id: str, workflow_owner_id: str) -> str:
     """The run user: who clicked Run for a manual run, the workflow owner for an automated one."""
     if trigger is None:
-        raise InvalidArgument(
-            "trigger is required: TRIGGER_MANUAL, TRIGGER_API, TRIGGER_WEBHOOK or TRIGGER_SCHEDULE"
-        )
+        raise InvalidArgument("trigger is required: TRIGGER_MANUAL, TRIGGER_API, TRIGGER_WEBHOOK or TRIGGER_SCHEDULE")
     if trigger is Trigger.MANUAL:
         if not triggering_user_id:
             raise InvalidArgument("a manual run needs triggering_user_id (the user who clicked Run)")
         return triggering_user_id
     if not workflow_owner_id:
-        raise InvalidArgument(
-            f"an automated run (TRIGGER_{trigger.name}) needs workflow_owner_id (the workflow owner)"
-        )
+        raise InvalidArgument(f"an automated run (TRIGGER_{trigger.name}) needs workflow_owner_id (the workflow owner)")
     return workflow_owner_id
 
 
@@ -68,7 +64,9 @@ def decide(
             BlockErrorCode.SECRET_NOT_PERMITTED,
             "the workspace secret is restricted and the run user is not one of its members",
         )
-    return Decision(key, None, BlockErrorCode.SECRET_NOT_FOUND, "no workspace secret and no personal secret of the run user")
+    return Decision(
+        key, None, BlockErrorCode.SECRET_NOT_FOUND, "no workspace secret and no personal secret of the run user"
+    )
 
 
 def block_error_message(block_id: str, field_path: str, decision: Decision) -> str:

@@ -43,7 +43,7 @@ class SecretValue:
     def __hash__(self) -> int:
         raise TypeError("SecretValue is not hashable: hashing would make it comparable by timing")
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str | tuple[object, ...]:
         raise TypeError("SecretValue cannot be pickled")
 
     def __len__(self) -> int:

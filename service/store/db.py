@@ -33,6 +33,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,
 )
+# The same, plus the domain error that `Database.connection` turns them into.
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (Unavailable, *CONNECTION_ERRORS)
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ class Database:
             async with self.connection(timeout) as conn:
                 await conn.fetchval("SELECT 1", timeout=timeout)
             return True
-        except (Unavailable, *CONNECTION_ERRORS):
+        except UNAVAILABLE_ERRORS:
             return False
 
     async def migrate(self) -> list[int]:
@@ -143,8 +145,11 @@ class EmbeddedPostgres:
     def start(self) -> str:
         import pgserver
 
+        # pgserver logs every command it runs at INFO; its start-up story is not ours to tell.
+        logging.getLogger("pgserver").setLevel(logging.WARNING)
         self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(self.pgdata, cleanup_mode="stop")
+        get_server = pgserver.get_server  # type: ignore[attr-defined]
+        self._server = get_server(self.pgdata, cleanup_mode="stop")
         return str(self._server.get_uri())
 
     def stop(self) -> None:

@@ -139,7 +139,9 @@ async def data_keys_for(conn: asyncpg.Connection, tenants: Sequence[Tenant]) -> 
         [t.id for t in tenants],
     )
     return [
-        WrappedDataKey(Tenant(TenantKind(r["tenant_kind"]), r["tenant_id"]), r["generation"], r["master_key_id"], r["wrapped"])
+        WrappedDataKey(
+            Tenant(TenantKind(r["tenant_kind"]), r["tenant_id"]), r["generation"], r["master_key_id"], r["wrapped"]
+        )
         for r in rows
     ]
 
@@ -174,7 +176,9 @@ async def data_keys_not_under(conn: asyncpg.Connection, master_key_id: str, limi
         limit,
     )
     return [
-        WrappedDataKey(Tenant(TenantKind(r["tenant_kind"]), r["tenant_id"]), r["generation"], r["master_key_id"], r["wrapped"])
+        WrappedDataKey(
+            Tenant(TenantKind(r["tenant_kind"]), r["tenant_id"]), r["generation"], r["master_key_id"], r["wrapped"]
+        )
         for r in rows
     ]
 
@@ -248,7 +252,7 @@ class SecretRow:
     caller_role: SecretRole | None = None
 
 
-_SECRET_COLUMNS = (
+_ROW_COLUMNS = (
     "s.id, s.scope, s.owner_id, s.key, s.version, s.display_name, s.description, s.restricted,"
     " s.created_at, s.created_by, s.updated_at, s.updated_by"
 )
@@ -276,7 +280,7 @@ def _secret(r: asyncpg.Record) -> SecretRow:
 
 async def list_secrets(conn: asyncpg.Connection, scope: Scope, owner_id: str, caller_id: str) -> list[SecretRow]:
     rows = await conn.fetch(
-        f"SELECT {_SECRET_COLUMNS}, sm.role AS caller_role FROM secrets s"
+        f"SELECT {_ROW_COLUMNS}, sm.role AS caller_role FROM secrets s"
         " LEFT JOIN secret_members sm ON sm.secret_id = s.id AND sm.user_id = $3"
         " WHERE s.scope = $1 AND s.owner_id = $2 ORDER BY s.key",
         int(scope),
@@ -291,7 +295,7 @@ async def lock_secrets(
 ) -> dict[str, SecretRow]:
     """The named secrets (with sealed values and the caller's role), locked for update."""
     rows = await conn.fetch(
-        f"SELECT {_SECRET_COLUMNS}, s.sealed, sm.role AS caller_role FROM secrets s"
+        f"SELECT {_ROW_COLUMNS}, s.sealed, sm.role AS caller_role FROM secrets s"
         " LEFT JOIN secret_members sm ON sm.secret_id = s.id AND sm.user_id = $4"
         " WHERE s.scope = $1 AND s.owner_id = $2 AND s.key = ANY($3::text[])"
         " ORDER BY s.key FOR UPDATE OF s",
@@ -346,9 +350,7 @@ class NewVersion:
     restored_from: int | None = None
 
 
-async def add_versions(
-    conn: asyncpg.Connection, user_id: str, items: Sequence[NewVersion], keep: int
-) -> None:
+async def add_versions(conn: asyncpg.Connection, user_id: str, items: Sequence[NewVersion], keep: int) -> None:
     """Makes each item the current value of its secret, records it, and prunes older versions
     beyond the newest `keep`."""
     if not items:
@@ -409,7 +411,12 @@ async def versions_of(conn: asyncpg.Connection, secret_id: int, with_sealed: boo
 
 
 async def rename_secret(
-    conn: asyncpg.Connection, secret_id: int, new_key: str, user_id: str, current: bytes, versions: Sequence[tuple[int, bytes]]
+    conn: asyncpg.Connection,
+    secret_id: int,
+    new_key: str,
+    user_id: str,
+    current: bytes,
+    versions: Sequence[tuple[int, bytes]],
 ) -> None:
     """Moves a secret to a new key. Sealed values are bound to their key, so the caller passes
     the current value and every kept version re-sealed under the new key."""
@@ -488,7 +495,11 @@ async def fetch_for_resolve(
         role = r["run_user_role"]
         snapshot.rows.append(
             ResolveRow(
-                Scope(r["scope"]), r["key"], r["version"], r["sealed"], r["restricted"],
+                Scope(r["scope"]),
+                r["key"],
+                r["version"],
+                r["sealed"],
+                r["restricted"],
                 SecretRole(role) if role is not None else None,
             )
         )

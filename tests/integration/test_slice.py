@@ -9,7 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service.gen.secrets.v1 import common_pb2 as common
 from service.gen.secrets.v1 import resolver_pb2 as rpb
 from service.gen.secrets.v1 import secret_store_pb2 as spb
-from tests.api import ADMIN, P, READ, W, Api, delete, set_, status_of, to_dict, uid
+from tests.api import ADMIN, READ, Api, P, W, delete, set_, status_of, to_dict, uid
 from tests.conftest import metadata
 
 
@@ -25,13 +25,15 @@ async def test_saved_workspace_secret_resolves_whole_and_embedded_in_nested_inpu
 
     reply = await api.resolve(
         ws,
-        {"call": {
-            "auth": "{{TOKEN}}",
-            "headers": {"Authorization": "Bearer {{ TOKEN }}"},
-            "messages": [{"content": "x"}, {"content": "y"}, {"content": "connect to {{HOST}}:5432"}],
-            "count": 3,
-            "plain": "no references",
-        }},
+        {
+            "call": {
+                "auth": "{{TOKEN}}",
+                "headers": {"Authorization": "Bearer {{ TOKEN }}"},
+                "messages": [{"content": "x"}, {"content": "y"}, {"content": "connect to {{HOST}}:5432"}],
+                "count": 3,
+                "plain": "no references",
+            }
+        },
         user=alice,
     )
     (block,) = reply.blocks
@@ -63,9 +65,7 @@ async def test_workspace_secret_wins_over_personal_and_personal_fills_the_rest(a
     assert scopes == {"KEY": W, "MINE": P}
 
 
-@pytest.mark.parametrize(
-    "trigger", [common.TRIGGER_API, common.TRIGGER_WEBHOOK, common.TRIGGER_SCHEDULE]
-)
+@pytest.mark.parametrize("trigger", [common.TRIGGER_API, common.TRIGGER_WEBHOOK, common.TRIGGER_SCHEDULE])
 async def test_automated_runs_fall_back_to_the_workflow_owner(api: Api, trigger: int) -> None:
     ws, owner, clicker = uid("ws"), uid("owner"), uid("clicker")
     await api.member(ws, owner, READ)
@@ -162,8 +162,8 @@ async def test_invalid_changes_get_invalid_argument_with_a_violation_each(api: A
     err = await status_of(api.save(ws, gus, W, set_("bad-key", "v"), set_("OK", ""), expected=0))
 
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
-    from grpc_status import rpc_status
     from google.rpc import error_details_pb2
+    from grpc_status import rpc_status
 
     status = rpc_status.from_call(err)
     assert status is not None
