@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import sys
 import tempfile
@@ -48,8 +49,19 @@ def _generate(out: Path) -> None:
         f"--mypy_grpc_out={out}",
         *protos,
     ]
-    if protoc.main(args) != 0:
-        raise SystemExit("protoc failed")
+    # The mypy plugins announce every file on stderr; keep the output for failures only.
+    with tempfile.TemporaryFile() as noise:
+        saved = os.dup(2)
+        os.dup2(noise.fileno(), 2)
+        try:
+            status = protoc.main(args)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        if status != 0:
+            noise.seek(0)
+            sys.stderr.write(noise.read().decode(errors="replace"))
+            raise SystemExit("protoc failed")
     for path in (out / PACKAGE_DIR).iterdir():
         text = _IMPORT_RE.sub(lambda m: f"{m.group(1)} {IMPORT_PREFIX}secrets.v1", path.read_text())
         path.write_text(HEADER + text)
