@@ -7,7 +7,7 @@ from typing import Any
 import grpc
 
 from service.api import convert
-from service.api.common import caller, unimplemented
+from service.api.common import caller
 from service.app.directory import DirectoryService
 from service.errors import rpc
 from service.gen.secrets.v1 import directory_pb2 as pb
@@ -46,12 +46,16 @@ class DirectoryServicer(pb_grpc.DirectoryServicer):
         )
         return pb.PutWorkspaceMemberResponse(member=member_to_proto(member), created=created)
 
+    @rpc
     async def RemoveWorkspaceMember(
         self, request: pb.RemoveWorkspaceMemberRequest, context: Ctx
     ) -> pb.RemoveWorkspaceMemberResponse:
-        return await unimplemented(context, "RemoveWorkspaceMember")  # type: ignore[no-any-return]
+        removed, roles = await self._directory.remove_member(caller(), request.workspace_id, request.user_id)
+        return pb.RemoveWorkspaceMemberResponse(removed=removed, secret_memberships_removed=roles)
 
+    @rpc
     async def ListWorkspaceMembers(
         self, request: pb.ListWorkspaceMembersRequest, context: Ctx
     ) -> pb.ListWorkspaceMembersResponse:
-        return await unimplemented(context, "ListWorkspaceMembers")  # type: ignore[no-any-return]
+        members = await self._directory.list_members(request.workspace_id)
+        return pb.ListWorkspaceMembersResponse(members=[member_to_proto(m) for m in members])

@@ -7,13 +7,19 @@ from typing import Any
 import grpc
 
 from service.api import convert
-from service.api.common import caller, unimplemented
-from service.app.editor import EditorService
+from service.api.common import caller
+from service.api.inputs import Site, find_sites
+from service.app.editor import Details, EditorService
+from service.domain import limits
 from service.domain.batch import Change, OpKind
+from service.domain.errors import InvalidArgument, ResourceExhausted
+from service.domain.model import Scope, Trigger
+from service.domain.resolution import run_user_for
 from service.domain.values import SecretValue
 from service.errors import rpc
 from service.gen.secrets.v1 import secret_store_pb2 as pb
 from service.gen.secrets.v1 import secret_store_pb2_grpc as pb_grpc
+from service.store import repository as repo
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -22,6 +28,12 @@ _SAVE_ACTIONS = {
     OpKind.UPDATE: pb.SAVE_ACTION_UPDATED,
     OpKind.RENAME: pb.SAVE_ACTION_RENAMED,
     OpKind.DELETE: pb.SAVE_ACTION_DELETED,
+}
+_IMPORT_ACTIONS = {
+    "created": pb.IMPORT_ACTION_CREATED,
+    "updated": pb.IMPORT_ACTION_UPDATED,
+    "unchanged": pb.IMPORT_ACTION_UNCHANGED,
+    "skipped": pb.IMPORT_ACTION_SKIPPED,
 }
 
 
@@ -34,6 +46,36 @@ def change_from_proto(change: pb.SecretChange) -> Change:
     if which == "rename_to":
         return Change(change.key, rename_to=change.rename_to)
     return Change(change.key)
+
+
+def details_to_proto(details: Details) -> pb.SecretDetails:
+    return pb.SecretDetails(
+        summary=convert.summary(details.secret),
+        members=[
+            pb.SecretMember(user_id=m.user_id, email=m.email, role=int(m.role), implicit=m.implicit)  # type: ignore[arg-type]
+            for m in details.members
+        ],
+        versions=[
+            pb.SecretVersion(
+                version=v.version,
+                created_at=convert.timestamp(v.created_at),
+                created_by=v.created_by,
+                current=v.version == details.secret.version,
+            )
+            for v in details.versions
+        ],
+    )
+
+
+def referenceable(row: repo.SecretRow, shadowed: bool) -> pb.ReferenceableKey:
+    return pb.ReferenceableKey(
+        key=row.key,
+        scope=int(row.scope),  # type: ignore[arg-type]
+        display_name=row.display_name,
+        description=row.description,
+        shadowed=shadowed,
+        restricted=row.restricted,
+    )
 
 
 class SecretStoreServicer(pb_grpc.SecretStoreServicer):
@@ -72,36 +114,115 @@ class SecretStoreServicer(pb_grpc.SecretStoreServicer):
             ],
         )
 
+    @rpc
     async def ImportDotenv(self, request: pb.ImportDotenvRequest, context: Ctx) -> pb.ImportDotenvResponse:
-        return await unimplemented(context, "ImportDotenv")  # type: ignore[no-any-return]
+        result = await self._editor.import_dotenv(
+            caller(),
+            request.workspace_id,
+            convert.scope(request.scope),
+            request.content,
+            request.dry_run,
+            request.overwrite_existing,
+            request.expected_revision,
+        )
+        return pb.ImportDotenvResponse(
+            entries=[
+                pb.ImportEntry(key=e.key, line=e.line, action=_IMPORT_ACTIONS[e.action], note=e.note)
+                for e in result.entries
+            ],
+            problems=[pb.ImportProblem(line=line, message=message) for line, message in result.problems],
+            revision=result.revision,
+            dry_run=result.dry_run,
+        )
 
+    @rpc
     async def GetSecret(self, request: pb.GetSecretRequest, context: Ctx) -> pb.GetSecretResponse:
-        return await unimplemented(context, "GetSecret")  # type: ignore[no-any-return]
+        details = await self._editor.get_secret(
+            caller(), request.workspace_id, convert.scope(request.scope), request.key
+        )
+        return pb.GetSecretResponse(secret=details_to_proto(details))
 
+    @rpc
     async def UpdateSecretDetails(
         self, request: pb.UpdateSecretDetailsRequest, context: Ctx
     ) -> pb.UpdateSecretDetailsResponse:
-        return await unimplemented(context, "UpdateSecretDetails")  # type: ignore[no-any-return]
+        details = await self._editor.update_details(
+            caller(),
+            request.workspace_id,
+            convert.scope(request.scope),
+            request.key,
+            request.display_name if request.HasField("display_name") else None,
+            request.description if request.HasField("description") else None,
+            request.restricted if request.HasField("restricted") else None,
+        )
+        return pb.UpdateSecretDetailsResponse(secret=details_to_proto(details))
 
+    @rpc
     async def SetSecretMember(self, request: pb.SetSecretMemberRequest, context: Ctx) -> pb.SetSecretMemberResponse:
-        return await unimplemented(context, "SetSecretMember")  # type: ignore[no-any-return]
+        details = await self._editor.set_member(
+            caller(), request.workspace_id, request.key, request.email, convert.secret_role(request.role)
+        )
+        return pb.SetSecretMemberResponse(secret=details_to_proto(details))
 
+    @rpc
     async def RemoveSecretMember(
         self, request: pb.RemoveSecretMemberRequest, context: Ctx
     ) -> pb.RemoveSecretMemberResponse:
-        return await unimplemented(context, "RemoveSecretMember")  # type: ignore[no-any-return]
+        details = await self._editor.remove_member(caller(), request.workspace_id, request.key, request.email)
+        return pb.RemoveSecretMemberResponse(secret=details_to_proto(details))
 
+    @rpc
     async def RestoreSecretVersion(
         self, request: pb.RestoreSecretVersionRequest, context: Ctx
     ) -> pb.RestoreSecretVersionResponse:
-        return await unimplemented(context, "RestoreSecretVersion")  # type: ignore[no-any-return]
+        details = await self._editor.restore_version(
+            caller(), request.workspace_id, convert.scope(request.scope), request.key, request.version
+        )
+        return pb.RestoreSecretVersionResponse(secret=details_to_proto(details))
 
+    @rpc
     async def ListReferenceable(
         self, request: pb.ListReferenceableRequest, context: Ctx
     ) -> pb.ListReferenceableResponse:
-        return await unimplemented(context, "ListReferenceable")  # type: ignore[no-any-return]
+        found = await self._editor.list_referenceable(caller(), request.workspace_id, request.prefix)
+        return pb.ListReferenceableResponse(
+            workspace=[referenceable(s, False) for s in found.workspace],
+            personal=[referenceable(s, s.key in found.shadowed) for s in found.personal],
+        )
 
+    @rpc
     async def ExplainReferences(
         self, request: pb.ExplainReferencesRequest, context: Ctx
     ) -> pb.ExplainReferencesResponse:
-        return await unimplemented(context, "ExplainReferences")  # type: ignore[no-any-return]
+        who = caller()
+        trigger = convert.trigger(request.trigger)
+        clicker = request.triggering_user_id or (who.user_id if trigger is Trigger.MANUAL else "")
+        run_user = run_user_for(trigger, clicker, request.workflow_owner_id)
+        if len(request.blocks) > limits.MAX_BLOCKS_PER_REQUEST:
+            raise ResourceExhausted(f"a request may hold at most {limits.MAX_BLOCKS_PER_REQUEST} blocks")
+        found: list[tuple[str, Site]] = []
+        for i, block in enumerate(request.blocks):
+            if not block.block_id:
+                raise InvalidArgument(f"blocks[{i}].block_id is required")
+            found.extend((block.block_id, site) for site in find_sites(block.inputs, f"blocks[{i}].inputs"))
+        keys = list(dict.fromkeys(ref.key for _, site in found for ref in site.template.references))
+        if len(keys) > limits.MAX_KEYS_PER_REQUEST:
+            raise ResourceExhausted(f"a request may reference at most {limits.MAX_KEYS_PER_REQUEST} distinct keys")
+        decisions = await self._editor.explain_keys(who, request.workspace_id, run_user, keys)
+        response = pb.ExplainReferencesResponse(run_user_id=run_user)
+        for block_id, site in found:
+            for ref in site.template.references:
+                decision = decisions[ref.key]
+                item = response.references.add(block_id=block_id, field_path=site.path, key=ref.key)
+                if decision.chosen is not None:
+                    item.scope = int(decision.chosen.scope)  # type: ignore[assignment]
+                    # Another user's personal secret: its existence decides the run, but its
+                    # metadata is theirs (SPEC 2.2), so the version stays hidden.
+                    hidden = decision.chosen.scope is Scope.PERSONAL and run_user != who.user_id
+                    item.version = 0 if hidden else decision.chosen.version
+                    item.message = f"resolves to the {decision.chosen.scope.name.lower()} secret"
+                else:
+                    assert decision.error is not None
+                    item.problem = int(decision.error)  # type: ignore[assignment]
+                    item.message = f"{decision.error.name}: {decision.reason}"
+        return response

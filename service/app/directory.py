@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from service.app.context import Caller
 from service.app.editor import require_id
-from service.domain.errors import AlreadyExists, InvalidArgument
+from service.domain.errors import AlreadyExists, InvalidArgument, NotFound
 from service.domain.keys import email_problem, normalize_email
 from service.domain.model import Permission
 from service.store import repository as repo
@@ -43,3 +43,31 @@ class DirectoryService:
                 ),
             )
         return member, created
+
+    async def remove_member(self, caller: Caller, workspace_id: str, user_id: str) -> tuple[bool, int]:
+        """Removes a member and, in the same transaction, their memberships of the workspace's
+        secrets. Their runs lose the workspace's secrets and their personal secrets' use here,
+        since both need current membership."""
+        require_id("workspace_id", workspace_id)
+        require_id("user_id", user_id)
+        async with self._db.transaction() as conn:
+            removed, roles = await repo.remove_member(conn, workspace_id, user_id)
+            if not removed:
+                raise NotFound(f"user {user_id!r} is not a member of workspace {workspace_id!r}")
+            await repo.insert_audit(
+                conn,
+                repo.AuditRecord(
+                    principal=caller.principal,
+                    user_id=user_id,
+                    workspace_id=workspace_id,
+                    action="member.remove",
+                    outcome="ok",
+                    detail=f"{roles} secret membership(s) removed",
+                ),
+            )
+        return removed, roles
+
+    async def list_members(self, workspace_id: str) -> list[repo.MemberRow]:
+        require_id("workspace_id", workspace_id)
+        async with self._db.connection() as conn:
+            return await repo.list_members(conn, workspace_id)

@@ -1,4 +1,4 @@
-"""The editor's use cases (SecretStore): list and save; no result ever carries a value."""
+"""The editor's use cases (SecretStore). No result of this module ever carries a value."""
 
 from __future__ import annotations
 
@@ -11,17 +11,48 @@ from service.app.context import Caller
 from service.app.keys import DataKeys
 from service.crypto.envelope import DataKey, seal
 from service.domain import batch, policy
-from service.domain.errors import InvalidArgument, RevisionConflict
-from service.domain.keys import id_problem
-from service.domain.model import Scope, SecretRole, Tenant
+from service.domain.dotenv import parse_dotenv
+from service.domain.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    ResourceExhausted,
+    RevisionConflict,
+)
+from service.domain.keys import (
+    MAX_DESCRIPTION_LENGTH,
+    MAX_DISPLAY_NAME_LENGTH,
+    email_problem,
+    id_problem,
+    key_problem,
+    normalize_email,
+)
+from service.domain.model import Permission, Scope, SecretRole, Tenant
+from service.domain.resolution import Decision, decide_all
 from service.store import repository as repo
 from service.store.db import Database
+
+# A 10,000-line .env is the import the benchmark times; twice that is still one reasonable
+# transaction. The text itself is bounded by the gRPC message limit (4 MiB).
+MAX_IMPORT_ENTRIES = 20_000
 
 
 def require_id(what: str, value: str) -> None:
     problem = id_problem(what, value)
     if problem:
-        raise InvalidArgument(problem)
+        raise InvalidArgument(problem, [FieldViolation(what, problem)])
+
+
+def require_key(key: str, field: str = "key") -> None:
+    problem = key_problem(key)
+    if problem:
+        raise InvalidArgument(f"{field}: {problem}", [FieldViolation(field, problem)])
+
+
+def owner_of(scope: Scope, workspace_id: str, caller: Caller) -> str:
+    return workspace_id if scope is Scope.WORKSPACE else caller.user_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +71,64 @@ class SaveResult:
     ops: list[batch.Op]
 
 
-def owner_of(scope: Scope, workspace_id: str, caller: Caller) -> str:
-    return workspace_id if scope is Scope.WORKSPACE else caller.user_id
+@dataclass(frozen=True, slots=True)
+class MemberView:
+    user_id: str
+    email: str
+    role: SecretRole
+    implicit: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Details:
+    secret: repo.SecretRow
+    members: list[MemberView]
+    versions: list[repo.VersionRow]
+
+
+@dataclass(frozen=True, slots=True)
+class ImportLine:
+    key: str
+    line: int
+    action: str  # "created", "updated", "unchanged" or "skipped"
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    entries: list[ImportLine]
+    problems: list[tuple[int, str]]
+    revision: int
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Referenceable:
+    workspace: list[repo.SecretRow]
+    personal: list[repo.SecretRow]
+    shadowed: frozenset[str]
+
+
+def _audit(
+    caller: Caller, workspace_id: str, action: str, keys: Sequence[tuple[str, int, int]], detail: str = ""
+) -> repo.AuditRecord:
+    return repo.AuditRecord(
+        principal=caller.principal,
+        user_id=caller.user_id,
+        workspace_id=workspace_id,
+        action=action,
+        outcome="ok",
+        keys=tuple(keys),
+        detail=detail,
+    )
 
 
 class EditorService:
     def __init__(self, db: Database, keys: DataKeys) -> None:
         self._db = db
         self._keys = keys
+
+    # -- listing -------------------------------------------------------------------------------
 
     async def list_secrets(self, caller: Caller, workspace_id: str) -> Listing:
         require_id("workspace_id", workspace_id)
@@ -60,6 +141,28 @@ class EditorService:
         workspace_keys = {s.key for s in workspace}
         shadowed = frozenset(s.key for s in personal if s.key in workspace_keys)
         return Listing(workspace, personal, shadowed, w_rev, p_rev)
+
+    async def list_referenceable(self, caller: Caller, workspace_id: str, prefix: str) -> Referenceable:
+        """The keys a run by the caller could use here: usable workspace keys first, then the
+        caller's personal keys, those hidden by a usable workspace key marked as shadowed."""
+        require_id("workspace_id", workspace_id)
+        if len(prefix) > 256:
+            raise InvalidArgument("prefix is longer than a key can be", [FieldViolation("prefix", "too long")])
+        async with self._db.connection() as conn:
+            permission = await repo.permission_of(conn, workspace_id, caller.user_id)
+            policy.require_member(permission, caller.user_id, workspace_id)
+            workspace = await repo.list_secrets(conn, Scope.WORKSPACE, workspace_id, caller.user_id)
+            personal = await repo.list_secrets(conn, Scope.PERSONAL, caller.user_id, caller.user_id)
+        usable = [
+            s
+            for s in workspace
+            if s.key.startswith(prefix) and policy.can_use_workspace_secret(permission, s.restricted, s.caller_role)
+        ]
+        mine = [s for s in personal if s.key.startswith(prefix)]
+        usable_keys = {s.key for s in usable}
+        return Referenceable(usable, mine, frozenset(s.key for s in mine if s.key in usable_keys))
+
+    # -- saving --------------------------------------------------------------------------------
 
     async def save_secrets(
         self, caller: Caller, workspace_id: str, scope: Scope, expected_revision: int, changes: Sequence[batch.Change]
@@ -82,17 +185,97 @@ class EditorService:
             await repo.set_revision(conn, scope, owner, revision + 1)
             await repo.insert_audit(
                 conn,
-                repo.AuditRecord(
-                    principal=caller.principal,
-                    user_id=caller.user_id,
-                    workspace_id=workspace_id,
-                    action="secrets.save",
-                    outcome="ok",
-                    keys=tuple((op.new_key or op.key, int(scope), op.version) for op in ops),
-                    detail=", ".join(f"{op.key}: {op.kind.value}" for op in ops),
+                _audit(
+                    caller,
+                    workspace_id,
+                    "secrets.save",
+                    [(op.new_key or op.key, int(scope), op.version) for op in ops],
+                    ", ".join(f"{op.key}: {op.kind.value}" for op in ops),
                 ),
             )
         return SaveResult(revision + 1, ops)
+
+    async def import_dotenv(
+        self,
+        caller: Caller,
+        workspace_id: str,
+        scope: Scope,
+        content: str,
+        dry_run: bool,
+        overwrite_existing: bool,
+        expected_revision: int,
+    ) -> ImportResult:
+        require_id("workspace_id", workspace_id)
+        parsed = parse_dotenv(content)
+        problems = [(p.line, p.message) for p in parsed.problems]
+        if len(parsed.entries) > MAX_IMPORT_ENTRIES:
+            raise ResourceExhausted(
+                f"an import may hold at most {MAX_IMPORT_ENTRIES} keys, got {len(parsed.entries)}; split the file"
+            )
+        owner = owner_of(scope, workspace_id, caller)
+        data_key = await self._keys.for_sealing(Tenant.for_scope(scope, owner))
+        async with self._db.transaction() as conn:
+            permission = await repo.permission_of(conn, workspace_id, caller.user_id)
+            workspace = scope is Scope.WORKSPACE
+            if workspace:
+                policy.require_member(permission, caller.user_id, workspace_id)
+            revision = await repo.lock_revision(conn, scope, owner) if not dry_run else None
+            if revision is not None and revision != expected_revision:
+                raise RevisionConflict(expected_revision, revision)
+            stored = await repo.lock_secrets(
+                conn, scope, owner, [e.key for e in parsed.entries], caller.user_id, lock=not dry_run
+            )
+            lines: list[ImportLine] = []
+            ops: list[batch.Op] = []
+            for entry in parsed.entries:
+                note = f"overrides line{'s' if len(entry.overrides) > 1 else ''} {', '.join(map(str, entry.overrides))}"
+                note = note if entry.overrides else ""
+                current = stored.get(entry.key)
+                if current is None:
+                    if workspace:
+                        policy.require_create(permission, caller.user_id, workspace_id, entry.key)
+                    ops.append(batch.Op(batch.OpKind.CREATE, entry.key, 1, value=entry.value))
+                    lines.append(ImportLine(entry.key, entry.line, "created", note))
+                    continue
+                tenant = data_key.tenant
+                if await self._keys.open(tenant, scope, current.key, current.version, current.sealed) == entry.value:
+                    lines.append(ImportLine(entry.key, entry.line, "unchanged", note))
+                elif not overwrite_existing:
+                    lines.append(
+                        ImportLine(entry.key, entry.line, "skipped", _join(note, "exists; overwrite_existing is off"))
+                    )
+                elif workspace and not policy.can_modify_workspace_secret(permission, current.caller_role):
+                    lines.append(
+                        ImportLine(
+                            entry.key,
+                            entry.line,
+                            "skipped",
+                            _join(note, "changing it needs workspace ADMIN or the secret's ADMIN role"),
+                        )
+                    )
+                else:
+                    ops.append(batch.Op(batch.OpKind.UPDATE, entry.key, current.version + 1, value=entry.value))
+                    lines.append(ImportLine(entry.key, entry.line, "updated", note))
+            if dry_run:
+                # A dry run changes nothing: the transaction only read.
+                w_rev, p_rev = await repo.revisions(conn, workspace_id, caller.user_id)
+                return ImportResult(lines, problems, w_rev if workspace else p_rev, True)
+            assert revision is not None
+            if ops:
+                await self._apply(conn, scope, owner, data_key, caller, ops, stored)
+                revision += 1
+                await repo.set_revision(conn, scope, owner, revision)
+            await repo.insert_audit(
+                conn,
+                _audit(
+                    caller,
+                    workspace_id,
+                    "secrets.import",
+                    [(op.key, int(scope), op.version) for op in ops],
+                    f"{len(ops)} written, {len(lines) - len(ops)} not written, {len(problems)} problem lines",
+                ),
+            )
+        return ImportResult(lines, problems, revision, False)
 
     async def _apply(
         self,
@@ -140,3 +323,210 @@ class EditorService:
         await repo.rename_secret(
             conn, row.id, new_key, user, seal(data_key, scope, new_key, row.version, current), resealed
         )
+
+    # -- one secret ----------------------------------------------------------------------------
+
+    async def _find(
+        self, conn: asyncpg.Connection, caller: Caller, workspace_id: str, scope: Scope, key: str, lock: bool = False
+    ) -> tuple[repo.SecretRow, Permission | None]:
+        require_id("workspace_id", workspace_id)
+        require_key(key)
+        permission = await repo.permission_of(conn, workspace_id, caller.user_id)
+        if scope is Scope.WORKSPACE:
+            policy.require_member(permission, caller.user_id, workspace_id)
+        row = await repo.get_secret(conn, scope, owner_of(scope, workspace_id, caller), key, caller.user_id, lock)
+        if row is None:
+            where = f"workspace {workspace_id!r}" if scope is Scope.WORKSPACE else "your personal secrets"
+            raise NotFound(f"secret {key!r} does not exist in {where}")
+        return row, permission
+
+    async def _details(self, conn: asyncpg.Connection, row: repo.SecretRow, workspace_id: str) -> Details:
+        members: list[MemberView] = []
+        if row.scope is Scope.WORKSPACE:
+            members = [
+                MemberView(
+                    m.user_id,
+                    m.email,
+                    SecretRole.ADMIN if m.workspace_permission is Permission.ADMIN else m.role,
+                    m.workspace_permission is Permission.ADMIN,
+                )
+                for m in await repo.secret_members(conn, row.id, workspace_id)
+            ]
+        return Details(row, members, await repo.versions_of(conn, row.id))
+
+    async def get_secret(self, caller: Caller, workspace_id: str, scope: Scope, key: str) -> Details:
+        async with self._db.connection() as conn:
+            row, _ = await self._find(conn, caller, workspace_id, scope, key)
+            return await self._details(conn, row, workspace_id)
+
+    def _require_admin(
+        self, caller: Caller, workspace_id: str, row: repo.SecretRow, permission: Permission | None, action: str
+    ) -> None:
+        if row.scope is Scope.WORKSPACE:
+            policy.require_modify(permission, row.caller_role, caller.user_id, workspace_id, row.key, action)
+
+    async def update_details(
+        self,
+        caller: Caller,
+        workspace_id: str,
+        scope: Scope,
+        key: str,
+        display_name: str | None,
+        description: str | None,
+        restricted: bool | None,
+    ) -> Details:
+        violations = []
+        if display_name is not None and len(display_name) > MAX_DISPLAY_NAME_LENGTH:
+            violations.append(FieldViolation("display_name", f"longer than {MAX_DISPLAY_NAME_LENGTH} characters"))
+        if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
+            violations.append(FieldViolation("description", f"longer than {MAX_DESCRIPTION_LENGTH} characters"))
+        if restricted is not None and scope is Scope.PERSONAL:
+            violations.append(
+                FieldViolation(
+                    "restricted", "personal secrets are private already; only workspace secrets can be restricted"
+                )
+            )
+        for field, text in (("display_name", display_name), ("description", description)):
+            if text is not None and "\x00" in text:
+                violations.append(FieldViolation(field, "contains a NUL character"))
+        if violations:
+            raise InvalidArgument("; ".join(f"{v.field}: {v.description}" for v in violations), violations)
+        async with self._db.transaction() as conn:
+            row, permission = await self._find(conn, caller, workspace_id, scope, key, lock=True)
+            self._require_admin(caller, workspace_id, row, permission, "editing details of")
+            await repo.update_details(conn, row.id, caller.user_id, display_name, description, restricted)
+            changed = [
+                n
+                for n, v in (("display_name", display_name), ("description", description), ("restricted", restricted))
+                if v is not None
+            ]
+            await repo.insert_audit(
+                conn,
+                _audit(
+                    caller,
+                    workspace_id,
+                    "secret.details",
+                    [(key, int(scope), row.version)],
+                    "changed " + ", ".join(changed),
+                ),
+            )
+            fresh = await repo.get_secret(conn, scope, row.owner_id, key, caller.user_id)
+            assert fresh is not None
+            return await self._details(conn, fresh, workspace_id)
+
+    async def _member_target(self, conn: asyncpg.Connection, workspace_id: str, email: str) -> repo.MemberRow:
+        email = normalize_email(email)
+        problem = email_problem(email)
+        if problem:
+            raise InvalidArgument(f"email: {problem}", [FieldViolation("email", problem)])
+        target = await repo.member_with_email(conn, workspace_id, email)
+        if target is None:
+            raise NotFound(f"no member of workspace {workspace_id!r} has email {email!r}")
+        return target
+
+    async def set_member(self, caller: Caller, workspace_id: str, key: str, email: str, role: SecretRole) -> Details:
+        async with self._db.transaction() as conn:
+            row, permission = await self._find(conn, caller, workspace_id, Scope.WORKSPACE, key, lock=True)
+            if not policy.can_manage_secret_members(permission, row.caller_role):
+                raise PermissionDenied(
+                    f"managing members of {key!r} needs workspace ADMIN permission or the secret's own ADMIN role"
+                )
+            target = await self._member_target(conn, workspace_id, email)
+            if target.permission is Permission.ADMIN and role is not SecretRole.ADMIN:
+                raise FailedPrecondition(
+                    f"{target.email} is a workspace admin: an implicit admin of every workspace secret, who cannot be demoted"
+                )
+            await repo.add_secret_members(conn, [row.id], target.user_id, role, caller.user_id)
+            await repo.insert_audit(
+                conn,
+                _audit(
+                    caller, workspace_id, "secret.member.set", [(key, 1, row.version)], f"{target.user_id}: {role.name}"
+                ),
+            )
+            return await self._details(conn, row, workspace_id)
+
+    async def remove_member(self, caller: Caller, workspace_id: str, key: str, email: str) -> Details:
+        async with self._db.transaction() as conn:
+            row, permission = await self._find(conn, caller, workspace_id, Scope.WORKSPACE, key, lock=True)
+            if not policy.can_manage_secret_members(permission, row.caller_role):
+                raise PermissionDenied(
+                    f"managing members of {key!r} needs workspace ADMIN permission or the secret's own ADMIN role"
+                )
+            target = await self._member_target(conn, workspace_id, email)
+            if target.permission is Permission.ADMIN:
+                raise FailedPrecondition(
+                    f"{target.email} is a workspace admin: an implicit admin of every workspace secret, who cannot be removed"
+                )
+            if not await repo.remove_secret_member(conn, row.id, target.user_id):
+                raise NotFound(f"{target.email} is not a member of secret {key!r}")
+            await repo.insert_audit(
+                conn, _audit(caller, workspace_id, "secret.member.remove", [(key, 1, row.version)], target.user_id)
+            )
+            fresh = await repo.get_secret(conn, Scope.WORKSPACE, workspace_id, key, caller.user_id)
+            assert fresh is not None
+            return await self._details(conn, fresh, workspace_id)
+
+    async def restore_version(self, caller: Caller, workspace_id: str, scope: Scope, key: str, version: int) -> Details:
+        if version <= 0:
+            raise InvalidArgument(
+                "version must be a positive version number", [FieldViolation("version", "must be > 0")]
+            )
+        owner = owner_of(scope, workspace_id, caller)
+        data_key = await self._keys.for_sealing(Tenant.for_scope(scope, owner))
+        async with self._db.transaction() as conn:
+            row, permission = await self._find(conn, caller, workspace_id, scope, key, lock=True)
+            self._require_admin(caller, workspace_id, row, permission, "restoring a version of")
+            if version == row.version:
+                raise FailedPrecondition(f"version {version} of {key!r} is already the current one")
+            kept = {v.version: v for v in await repo.versions_of(conn, row.id, with_sealed=True)}
+            old = kept.get(version)
+            if old is None:
+                raise NotFound(
+                    f"version {version} of {key!r} is not kept; kept versions: {', '.join(map(str, sorted(kept)))}"
+                )
+            value = await self._keys.open(data_key.tenant, scope, key, version, old.sealed)
+            new_version = row.version + 1
+            await repo.add_versions(
+                conn,
+                caller.user_id,
+                [
+                    repo.NewVersion(
+                        row.id, new_version, seal(data_key, scope, key, new_version, value), restored_from=version
+                    )
+                ],
+                keep=batch.VERSIONS_KEPT,
+            )
+            revision = await repo.lock_revision(conn, scope, owner)
+            await repo.set_revision(conn, scope, owner, revision + 1)
+            await repo.insert_audit(
+                conn,
+                _audit(
+                    caller,
+                    workspace_id,
+                    "secret.restore",
+                    [(key, int(scope), new_version)],
+                    f"restored version {version}",
+                ),
+            )
+            fresh = await repo.get_secret(conn, scope, owner, key, caller.user_id)
+            assert fresh is not None
+            return await self._details(conn, fresh, workspace_id)
+
+    # -- references ----------------------------------------------------------------------------
+
+    async def explain_keys(
+        self, caller: Caller, workspace_id: str, run_user_id: str, keys: Sequence[str]
+    ) -> dict[str, Decision]:
+        """What a run by `run_user_id` would use for each key; values are never opened."""
+        require_id("workspace_id", workspace_id)
+        async with self._db.connection() as conn:
+            permission = await repo.permission_of(conn, workspace_id, caller.user_id)
+            policy.require_member(permission, caller.user_id, workspace_id)
+            snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys) if keys else None
+        if snapshot is None:
+            return {}
+        return decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows])
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}; {second}" if first else second

@@ -9,7 +9,7 @@ from service.app.audit import AuditBuffer
 from service.app.context import Caller
 from service.app.keys import DataKeys
 from service.domain.model import Scope, Tenant
-from service.domain.resolution import Candidate, Decision, decide
+from service.domain.resolution import Decision, decide_all
 from service.domain.values import SecretValue
 from service.store import repository as repo
 from service.store.db import Database
@@ -31,27 +31,20 @@ class ResolverService:
     async def resolve_keys(self, workspace_id: str, run_user_id: str, keys: Sequence[str]) -> dict[str, KeyOutcome]:
         async with self._db.connection() as conn:
             snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys)
-        workspace: dict[str, Candidate] = {}
-        personal: dict[str, Candidate] = {}
-        sealed: dict[tuple[Scope, str], repo.ResolveRow] = {}
-        for row in snapshot.rows:
-            target = workspace if row.scope is Scope.WORKSPACE else personal
-            target[row.key] = Candidate(row.scope, row.key, row.version, row.restricted, row.run_user_role)
-            sealed[(row.scope, row.key)] = row
-        decisions = [decide(k, snapshot.permission, workspace.get(k), personal.get(k)) for k in keys]
+        decisions = decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows])
+        sealed = {(row.candidate.scope, row.candidate.key): row.sealed for row in snapshot.rows}
         tenants = {
             Scope.WORKSPACE: Tenant.for_scope(Scope.WORKSPACE, workspace_id),
             Scope.PERSONAL: Tenant.for_scope(Scope.PERSONAL, run_user_id),
         }
-        needed = {d.chosen.scope for d in decisions if d.chosen is not None}
-        await self._keys.load([tenants[s] for s in needed])
+        await self._keys.load([tenants[d.chosen.scope] for d in decisions.values() if d.chosen is not None])
         outcomes: dict[str, KeyOutcome] = {}
-        for d in decisions:
+        for key, d in decisions.items():
             value = None
             if d.chosen is not None:
-                row = sealed[(d.chosen.scope, d.key)]
-                value = await self._keys.open(tenants[row.scope], row.scope, row.key, row.version, row.sealed)
-            outcomes[d.key] = KeyOutcome(d, value)
+                scope = d.chosen.scope
+                value = await self._keys.open(tenants[scope], scope, key, d.chosen.version, sealed[(scope, key)])
+            outcomes[key] = KeyOutcome(d, value)
         return outcomes
 
     def record(

@@ -168,7 +168,11 @@ def render_dotenv(entries: Iterable[tuple[str, str]]) -> str:
     lines = []
     for key, value in entries:
         escaped = (
-            value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+            value.replace("\\", "\\\\")
+            .replace('"', '\\"')
+            .replace("\n", "\\n")
+            .replace("\r", "\\r")
+            .replace("\t", "\\t")
         )
         lines.append(f'{key}="{escaped}"')
     return "\n".join(lines) + "\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from service.domain import policy
@@ -67,6 +68,17 @@ def decide(
     return Decision(
         key, None, BlockErrorCode.SECRET_NOT_FOUND, "no workspace secret and no personal secret of the run user"
     )
+
+
+def decide_all(
+    keys: Iterable[str], run_user_permission: Permission | None, candidates: Iterable[Candidate]
+) -> dict[str, Decision]:
+    """Decides every key at once from all candidates found for them in both scopes."""
+    workspace: dict[str, Candidate] = {}
+    personal: dict[str, Candidate] = {}
+    for c in candidates:
+        (workspace if c.scope is Scope.WORKSPACE else personal)[c.key] = c
+    return {k: decide(k, run_user_permission, workspace.get(k), personal.get(k)) for k in keys}
 
 
 def block_error_message(block_id: str, field_path: str, decision: Decision) -> str:

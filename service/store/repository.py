@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from service.domain.model import Permission, Scope, SecretRole, Tenant, TenantKind
+from service.domain.resolution import Candidate
 
 # ---------------------------------------------------------------------------------------------
 # Workspace members
@@ -291,20 +292,88 @@ async def list_secrets(conn: asyncpg.Connection, scope: Scope, owner_id: str, ca
 
 
 async def lock_secrets(
-    conn: asyncpg.Connection, scope: Scope, owner_id: str, keys: Sequence[str], caller_id: str
+    conn: asyncpg.Connection, scope: Scope, owner_id: str, keys: Sequence[str], caller_id: str, lock: bool = True
 ) -> dict[str, SecretRow]:
-    """The named secrets (with sealed values and the caller's role), locked for update."""
+    """The named secrets (with sealed values and the caller's role), locked for update unless
+    `lock` is off (a dry run reads without holding anything)."""
     rows = await conn.fetch(
         f"SELECT {_ROW_COLUMNS}, s.sealed, sm.role AS caller_role FROM secrets s"
         " LEFT JOIN secret_members sm ON sm.secret_id = s.id AND sm.user_id = $4"
         " WHERE s.scope = $1 AND s.owner_id = $2 AND s.key = ANY($3::text[])"
-        " ORDER BY s.key FOR UPDATE OF s",
+        " ORDER BY s.key" + (" FOR UPDATE OF s" if lock else ""),
         int(scope),
         owner_id,
         list(keys),
         caller_id,
     )
     return {r["key"]: _secret(r) for r in rows}
+
+
+async def get_secret(
+    conn: asyncpg.Connection, scope: Scope, owner_id: str, key: str, caller_id: str, lock: bool = False
+) -> SecretRow | None:
+    return (await lock_secrets(conn, scope, owner_id, [key], caller_id, lock)).get(key)
+
+
+@dataclass(frozen=True, slots=True)
+class SecretMemberRow:
+    user_id: str
+    email: str
+    role: SecretRole
+    workspace_permission: Permission | None
+
+
+async def secret_members(conn: asyncpg.Connection, secret_id: int, workspace_id: str) -> list[SecretMemberRow]:
+    """The secret's explicit members and the workspace's admins (its implicit admins)."""
+    rows = await conn.fetch(
+        """
+        SELECT sm.user_id, coalesce(m.email, '') AS email, sm.role, m.permission
+          FROM secret_members sm
+          LEFT JOIN workspace_members m ON m.workspace_id = $2 AND m.user_id = sm.user_id
+         WHERE sm.secret_id = $1
+        UNION ALL
+        SELECT m.user_id, m.email, 1 AS role, m.permission
+          FROM workspace_members m
+         WHERE m.workspace_id = $2 AND m.permission = 3
+           AND NOT EXISTS (SELECT 1 FROM secret_members x WHERE x.secret_id = $1 AND x.user_id = m.user_id)
+         ORDER BY email, user_id
+        """,
+        secret_id,
+        workspace_id,
+    )
+    return [
+        SecretMemberRow(
+            r["user_id"],
+            r["email"],
+            SecretRole(r["role"]),
+            Permission(r["permission"]) if r["permission"] is not None else None,
+        )
+        for r in rows
+    ]
+
+
+async def remove_secret_member(conn: asyncpg.Connection, secret_id: int, user_id: str) -> bool:
+    status = await conn.execute("DELETE FROM secret_members WHERE secret_id = $1 AND user_id = $2", secret_id, user_id)
+    return bool(status.endswith(" 1"))
+
+
+async def update_details(
+    conn: asyncpg.Connection,
+    secret_id: int,
+    user_id: str,
+    display_name: str | None,
+    description: str | None,
+    restricted: bool | None,
+) -> None:
+    await conn.execute(
+        "UPDATE secrets SET display_name = coalesce($2, display_name), description = coalesce($3, description),"
+        " restricted = coalesce($4, restricted), updated_at = now(), updated_by = $5 WHERE id = $1",
+        secret_id,
+        display_name,
+        description,
+        restricted,
+        user_id,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,12 +525,8 @@ async def add_secret_members(
 
 @dataclass(frozen=True, slots=True)
 class ResolveRow:
-    scope: Scope
-    key: str
-    version: int
+    candidate: Candidate
     sealed: bytes
-    restricted: bool
-    run_user_role: SecretRole | None
 
 
 @dataclass(slots=True)
@@ -493,16 +558,10 @@ async def fetch_for_resolve(
         if r["scope"] is None:
             continue
         role = r["run_user_role"]
-        snapshot.rows.append(
-            ResolveRow(
-                Scope(r["scope"]),
-                r["key"],
-                r["version"],
-                r["sealed"],
-                r["restricted"],
-                SecretRole(role) if role is not None else None,
-            )
+        candidate = Candidate(
+            Scope(r["scope"]), r["key"], r["version"], r["restricted"], SecretRole(role) if role is not None else None
         )
+        snapshot.rows.append(ResolveRow(candidate, r["sealed"]))
     return snapshot
 
 

@@ -141,9 +141,13 @@ def test_render_then_parse_gives_the_same_entries(data: dict[str, str]) -> None:
 # python-dotenv would interpolate by default; it is turned off below anyway).
 plain_char = st.characters(codec="utf-8", exclude_characters="\r\n\\'\"`#$\x00", exclude_categories=["Cs", "Zl", "Zp"])
 plain = st.text(plain_char, min_size=1, max_size=30).map(str.strip).filter(bool)
-single = st.text(st.characters(codec="utf-8", exclude_characters="'\\\x00\r", exclude_categories=["Cs"]), min_size=1, max_size=30)
+single = st.text(
+    st.characters(codec="utf-8", exclude_characters="'\\\x00\r", exclude_categories=["Cs"]), min_size=1, max_size=30
+)
 double_piece = st.one_of(
-    st.text(st.characters(codec="utf-8", exclude_characters='"\\\x00\r', exclude_categories=["Cs"]), min_size=1, max_size=10),
+    st.text(
+        st.characters(codec="utf-8", exclude_characters='"\\\x00\r', exclude_categories=["Cs"]), min_size=1, max_size=10
+    ),
     st.sampled_from(["\\n", "\\t", '\\"', "\\\\"]),
 )
 double = st.lists(double_piece, min_size=1, max_size=5).map("".join)
