@@ -25,6 +25,7 @@ from service.app.audit import AuditBuffer
 from service.app.directory import DirectoryService
 from service.app.editor import EditorService
 from service.app.keys import DataKeys, KeyringSource
+from service.app.operations import OperationsService
 from service.app.resolver import ResolverService
 from service.auth import AuthInterceptor, Principals
 from service.config import Settings
@@ -159,7 +160,7 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     secret_store_pb2_grpc.add_SecretStoreServicer_to_server(SecretStoreServicer(EditorService(db, keys)), server)
     resolver_pb2_grpc.add_ResolverServicer_to_server(ResolverServicer(ResolverService(db, keys, audit)), server)
     directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryServicer(DirectoryService(db)), server)
-    operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(), server)
+    operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(OperationsService(db, keys, audit)), server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from service.app.audit import AuditBuffer
 from service.app.context import Caller
@@ -65,5 +66,6 @@ class ResolverService:
                 outcome="ok" if failed == 0 else f"{failed} block(s) failed",
                 keys=tuple((d.key, int(d.chosen.scope), d.chosen.version) for d in used if d.chosen is not None),
                 execution_id=execution_id,
+                at=datetime.now(UTC),
             )
         )

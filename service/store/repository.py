@@ -580,6 +580,8 @@ class AuditRecord:
     keys: tuple[tuple[str, int, int], ...] = ()
     execution_id: str = ""
     detail: str = ""
+    # When it happened; None for "now" (the transaction's time). Buffered events carry their own.
+    at: datetime | None = None
 
 
 def _keys_json(keys: Iterable[tuple[str, int, int]]) -> str:
@@ -587,13 +589,23 @@ def _keys_json(keys: Iterable[tuple[str, int, int]]) -> str:
 
 
 _AUDIT_INSERT = (
-    "INSERT INTO audit_events (principal, user_id, workspace_id, action, keys, execution_id, outcome, detail)"
-    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8)"
+    "INSERT INTO audit_events (principal, user_id, workspace_id, action, keys, execution_id, outcome, detail, at)"
+    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, coalesce($9, now()))"
 )
 
 
 def _audit_args(e: AuditRecord) -> tuple[Any, ...]:
-    return (e.principal, e.user_id, e.workspace_id, e.action, _keys_json(e.keys), e.execution_id, e.outcome, e.detail)
+    return (
+        e.principal,
+        e.user_id,
+        e.workspace_id,
+        e.action,
+        _keys_json(e.keys),
+        e.execution_id,
+        e.outcome,
+        e.detail,
+        e.at,
+    )
 
 
 async def insert_audit(conn: asyncpg.Connection, event: AuditRecord) -> None:
@@ -603,3 +615,45 @@ async def insert_audit(conn: asyncpg.Connection, event: AuditRecord) -> None:
 async def insert_audit_many(conn: asyncpg.Connection, events: Sequence[AuditRecord]) -> None:
     if events:
         await conn.executemany(_AUDIT_INSERT, [_audit_args(e) for e in events])
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    id: int
+    at: datetime
+    record: AuditRecord
+
+
+async def list_audit(
+    conn: asyncpg.Connection, workspace_id: str, before: tuple[datetime, int] | None, limit: int
+) -> list[AuditRow]:
+    """Newest first by event time; `before` (time, id) continues a previous page (keyset paging,
+    stable while new events arrive)."""
+    at, last_id = before if before else (None, None)
+    rows = await conn.fetch(
+        "SELECT id, at, principal, user_id, workspace_id, action, keys::text AS keys, execution_id, outcome, detail"
+        " FROM audit_events WHERE ($1 = '' OR workspace_id = $1)"
+        " AND ($2::timestamptz IS NULL OR (at, id) < ($2::timestamptz, $3::bigint))"
+        " ORDER BY at DESC, id DESC LIMIT $4",
+        workspace_id,
+        at,
+        last_id,
+        limit,
+    )
+    return [
+        AuditRow(
+            r["id"],
+            r["at"],
+            AuditRecord(
+                principal=r["principal"],
+                action=r["action"],
+                outcome=r["outcome"],
+                user_id=r["user_id"],
+                workspace_id=r["workspace_id"],
+                keys=tuple((k["key"], int(k["scope"]), int(k["version"])) for k in json.loads(r["keys"])),
+                execution_id=r["execution_id"],
+                detail=r["detail"],
+            ),
+        )
+        for r in rows
+    ]

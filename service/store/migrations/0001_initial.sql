@@ -91,4 +91,7 @@ CREATE TABLE audit_events (
     outcome      text        NOT NULL,
     detail       text        NOT NULL DEFAULT ''
 );
-CREATE INDEX audit_events_workspace ON audit_events (workspace_id, id DESC);
+-- Listed newest first by when the event happened (resolve events are written in batches, so
+-- their ids can be later than their times).
+CREATE INDEX audit_events_time ON audit_events (at DESC, id DESC);
+CREATE INDEX audit_events_workspace_time ON audit_events (workspace_id, at DESC, id DESC);
