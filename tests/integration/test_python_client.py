@@ -83,7 +83,7 @@ async def test_executor_resolves_and_redacts_what_it_got(clients) -> None:  # ty
 
 
 async def test_status_codes_become_typed_exceptions(clients, server: Server) -> None:  # type: ignore[no-untyped-def]
-    executor, editor, directory, _ = clients
+    _, editor, directory, _ = clients
     ws, user = uid("ws"), uid("user")
     await directory.put_member(ws, user, f"{user}@example.com", "admin")
     await editor.save(user, ws, expected_revision=0, set={"A": "value-a"})
