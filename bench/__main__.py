@@ -1,0 +1,397 @@
+"""`make bench`: the service's figures, measured as ratios within one run.
+
+Starts the server (`python -m service`, its own process) on the embedded Postgres or on
+SECRETS_BENCH_DATABASE_URL, seeds it, and drives it from a separate load process (bench/load.py)
+over several grpc.aio channels. Resolve and an empty call (the health check) alternate in rounds,
+so both see the same machine weather. Prints a table and writes bench/results/latest.json.
+
+Environment: BENCH_ROUNDS (default 5), BENCH_SECONDS per round and mode (default 3),
+BENCH_CONCURRENCY (default 32), BENCH_BIG (stored secrets for the large phase, default 1,000,000),
+SECRETS_BENCH_DATABASE_URL (a Postgres admin URL; a fresh database is created in it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import platform
+import re
+import secrets as pysecrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from secrets_client import DirectoryClient, EditorClient
+
+from service.auth import hash_token
+from service.crypto.keyring import new_keyring_document, write_private_json
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
+CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
+BIG = int(os.environ.get("BENCH_BIG", "1000000"))
+SMALL = 1000
+WS, USER = "bench-ws", "bench-user"
+TARGETS = {
+    "resolve_throughput_ratio_min": 0.6,
+    "resolve_p99_ratio_max": 2.5,
+    "p50_growth_1m_over_1k_max": 1.2,
+    "import_10k_seconds_max": 3.0,
+    "server_peak_rss_mib_max": 150.0,
+}
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def peak_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Postgres:
+    """An admin URL: the given one, or an embedded pgserver in a temporary directory."""
+
+    def __init__(self) -> None:
+        self._server: Any = None
+        given = os.environ.get("SECRETS_BENCH_DATABASE_URL")
+        if given:
+            self.admin_url = given
+            self.kind = "given Postgres"
+        else:
+            import pgserver
+
+            self._server = pgserver.get_server(
+                Path(tempfile.mkdtemp(prefix="sst-bench-")) / "pg", cleanup_mode="delete"
+            )
+            self.admin_url = str(self._server.get_uri())
+            self.kind = "embedded Postgres 16 (pgserver)"
+
+    async def fresh_database(self) -> str:
+        name = "secrets_bench_" + uuid.uuid4().hex[:8]
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        parts = self.admin_url.split("?", 1)
+        base = parts[0].rsplit("/", 1)[0] + "/" + name
+        return base + ("?" + parts[1] if len(parts) > 1 else "")
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+
+
+def start_server(
+    database_url: str, root: Path, tokens: dict[str, str], workers: int = 1
+) -> tuple[subprocess.Popen[bytes], str]:
+    keyring = root / "keyring.json"
+    write_private_json(keyring, new_keyring_document(["bench1"]))
+    principals = root / "principals.json"
+    write_private_json(
+        principals,
+        {
+            "principals": [
+                {"name": f"bench-{r}", "roles": [r], "token_sha256": hash_token(t)} for r, t in tokens.items()
+            ]
+        },
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECRETS_")}
+    env.update(
+        SECRETS_LISTEN="127.0.0.1:0" if workers == 1 else f"127.0.0.1:{free_port()}",
+        SECRETS_DATABASE_URL=database_url,
+        SECRETS_KEYRING_FILE=str(keyring),
+        SECRETS_PRINCIPALS_FILE=str(principals),
+        SECRETS_DATA_DIR=str(root / "data"),
+        SECRETS_LOG_LEVEL="INFO",
+        SECRETS_WORKERS=str(workers),
+        PYTHONUNBUFFERED="1",
+    )
+    log = open(root / "server.log", "wb")  # noqa: SIM115 (lives as long as the server)
+    proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        match = re.search(r"serving secrets\.v1 on ([\d.]+:\d+)", (root / "server.log").read_text(errors="replace"))
+        if match:
+            return proc, match.group(1)
+        if proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise RuntimeError("server did not start:\n" + (root / "server.log").read_text(errors="replace"))
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Loader:
+    def __init__(self, address: str, token: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.load", address, token],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+        )
+
+    def run(self, mode: str, seconds: float, request: dict[str, Any] | None = None) -> dict[str, Any]:
+        assert self.proc.stdin and self.proc.stdout
+        command = {"mode": mode, "seconds": seconds, "concurrency": CONCURRENCY, "request": request or {}}
+        self.proc.stdin.write((json.dumps(command) + "\n").encode())
+        self.proc.stdin.flush()
+        result: dict[str, Any] = json.loads(self.proc.stdout.readline())
+        return result
+
+    def close(self) -> None:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        self.proc.wait(30)
+
+
+def resolve_request() -> dict[str, Any]:
+    """2 blocks, 10 references: 5 to workspace secrets, 5 that fall back to personal ones."""
+    return {
+        "workspaceId": WS,
+        "workflowId": "wf-bench",
+        "executionId": "exec-bench",
+        "trigger": "TRIGGER_MANUAL",
+        "triggeringUserId": USER,
+        "blocks": [
+            {
+                "blockId": "http",
+                "inputs": {
+                    "url": "https://api.example.com/{{W0}}",
+                    "headers": {"Authorization": "Bearer {{W1}}", "X-Key": "{{W2}}"},
+                    "body": {"user": "{{P0}}", "password": "{{P1}}"},
+                },
+            },
+            {
+                "blockId": "llm",
+                "inputs": {
+                    "api_key": "{{W3}}",
+                    "messages": [{"role": "system", "content": "org {{W4}}"}, {"content": "{{P2}} {{P3}}"}],
+                    "extra": "{{P4}}",
+                    "temperature": 0.2,
+                },
+            },
+        ],
+    }
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, float]:
+    latencies = [x for r in results for x in r["latencies_ms"]]
+    calls = sum(r["calls"] for r in results)
+    seconds = sum(r["seconds"] for r in results)
+    return {
+        "calls": calls,
+        "errors": sum(r["errors"] for r in results),
+        "throughput_rps": calls / seconds if seconds else 0.0,
+        "p50_ms": percentile(latencies, 0.50),
+        "p99_ms": percentile(latencies, 0.99),
+    }
+
+
+def interleaved(loader: Loader, rounds: int, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
+    loader.run("health", 1.0)  # warm-up: connections, statement caches, data-key cache
+    loader.run("resolve", 1.0, resolve_request())
+    health: list[dict[str, Any]] = []
+    resolve: list[dict[str, Any]] = []
+    for i in range(rounds):
+        # Alternate which goes first, so neither always follows the other.
+        order = ("health", "resolve") if i % 2 == 0 else ("resolve", "health")
+        for mode in order:
+            result = loader.run(mode, seconds, resolve_request() if mode == "resolve" else None)
+            (health if mode == "health" else resolve).append(result)
+    return summarize(health), summarize(resolve)
+
+
+async def seed(address: str, tokens: dict[str, str]) -> None:
+    async with (
+        DirectoryClient(address, tokens["directory"]) as directory,
+        EditorClient(address, tokens["editor"]) as editor,
+    ):
+        await directory.put_member(WS, USER, "bench@example.com", "admin")
+        await editor.save(USER, WS, expected_revision=0, set={f"W{i}": pysecrets.token_urlsafe(24) for i in range(5)})
+        await editor.save(
+            USER,
+            WS,
+            scope="personal",
+            expected_revision=0,
+            set={f"P{i}": pysecrets.token_urlsafe(24) for i in range(5)},
+        )
+
+
+async def fill(database_url: str, total: int) -> int:
+    """Adds stored secrets in other workspaces until the table holds `total`. They are sealed-size
+    random bytes: the resolve never opens them, it must only not be slowed by them."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        have = int(await conn.fetchval("SELECT count(*) FROM secrets"))
+        need = total - have
+        batch = 100_000
+        made = 0
+        while made < need:
+            n = min(batch, need - made)
+            start = have + made  # keeps names unique across calls
+            records = [
+                (1, f"filler-ws-{j // 100}", f"KEY_{j}", 1, os.urandom(60), "filler", "filler")
+                for j in range(start, start + n)
+            ]
+            await conn.copy_records_to_table(
+                "secrets",
+                records=records,
+                columns=["scope", "owner_id", "key", "version", "sealed", "created_by", "updated_by"],
+            )
+            made += n
+        await conn.execute("ANALYZE secrets")
+        return int(await conn.fetchval("SELECT count(*) FROM secrets"))
+    finally:
+        await conn.close()
+
+
+async def time_import(address: str, tokens: dict[str, str]) -> float:
+    text = "".join(f"IMPORTED_{i:05d}={pysecrets.token_urlsafe(18)}\n" for i in range(10_000))
+    async with EditorClient(address, tokens["editor"], timeout=120) as editor:
+        listing = await editor.list_secrets(USER, WS)
+        start = time.perf_counter()
+        reply = await editor.import_dotenv(USER, WS, text, expected_revision=listing.workspace_revision)
+        elapsed = time.perf_counter() - start
+    assert len(reply.entries) == 10_000 and not reply.problems
+    return elapsed
+
+
+def fmt(value: float, digits: int = 2) -> str:
+    return f"{value:,.{digits}f}"
+
+
+def report(data: dict[str, Any]) -> str:
+    small_h, small_r = data["small"]["health"], data["small"]["resolve"]
+    big_h, big_r = data["big"]["health"], data["big"]["resolve"]
+    ratios = data["ratios"]
+    lines = [
+        f"machine: {data['machine']['cpus']} CPUs, {data['machine']['cpu_model']}, Python {data['machine']['python']}",
+        f"database: {data['database']}; load: {CONCURRENCY} in flight over 4 channels from a separate process;"
+        f" {ROUNDS} interleaved rounds of {SECONDS:g}s per mode",
+        "",
+        "| measure | health check (empty call) | ResolveInputs (2 blocks, 10 refs) | ratio | target |",
+        "|---|---|---|---|---|",
+        f"| throughput, {data['small']['stored']:,} stored | {fmt(small_h['throughput_rps'], 0)}/s |"
+        f" {fmt(small_r['throughput_rps'], 0)}/s | {fmt(ratios['resolve_throughput_ratio'])} | >= 0.6 |",
+        f"| p50 latency, {data['small']['stored']:,} stored | {fmt(small_h['p50_ms'])} ms | {fmt(small_r['p50_ms'])} ms |"
+        f" {fmt(small_r['p50_ms'] / small_h['p50_ms'])} | |",
+        f"| p99 latency, {data['small']['stored']:,} stored | {fmt(small_h['p99_ms'])} ms | {fmt(small_r['p99_ms'])} ms |"
+        f" {fmt(ratios['resolve_p99_ratio'])} | <= 2.5 |",
+        f"| throughput, {data['big']['stored']:,} stored | {fmt(big_h['throughput_rps'], 0)}/s |"
+        f" {fmt(big_r['throughput_rps'], 0)}/s | {fmt(big_r['throughput_rps'] / big_h['throughput_rps'])} | |",
+        f"| p50 latency, {data['big']['stored']:,} stored | {fmt(big_h['p50_ms'])} ms | {fmt(big_r['p50_ms'])} ms |"
+        f" {fmt(big_r['p50_ms'] / big_h['p50_ms'])} | |",
+        f"| resolve p50 growth, {data['big']['stored']:,} over {data['small']['stored']:,} stored"
+        f" (each relative to its health p50) | | | {fmt(ratios['p50_growth_1m_over_1k'])} | <= 1.2 |",
+        f"| 10,000-line .env import | | {fmt(data['import_10k_seconds'])} s | | < 3 s |",
+        f"| server peak RSS, {data['big']['stored']:,} stored | | {fmt(data['server_peak_rss_mib'], 1)} MiB | | < 150 MiB |",
+        "",
+        "targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in data["targets_met"].items()),
+        f"errors: health {small_h['errors'] + big_h['errors']}, resolve {small_r['errors'] + big_r['errors']}",
+    ]
+    return "\n".join(lines)
+
+
+async def main() -> int:
+    tokens = {r: pysecrets.token_urlsafe(24) for r in ("editor", "executor", "directory", "ops")}
+    postgres = Postgres()
+    root = Path(tempfile.mkdtemp(prefix="sst-bench-run-"))
+    server = None
+    loader = None
+    try:
+        database_url = await postgres.fresh_database()
+        server, address = start_server(database_url, root, tokens)
+        await seed(address, tokens)
+        stored_small = await fill(database_url, SMALL)
+        loader = Loader(address, tokens["executor"])
+        print(f"phase 1: {stored_small:,} stored secrets", file=sys.stderr)
+        small_health, small_resolve = interleaved(loader, ROUNDS, SECONDS)
+        print("phase 2: 10,000-line import", file=sys.stderr)
+        import_seconds = await time_import(address, tokens)
+        print(f"phase 3: filling to {BIG:,} stored secrets", file=sys.stderr)
+        stored_big = await fill(database_url, BIG)
+        big_health, big_resolve = interleaved(loader, ROUNDS, SECONDS)
+        rss = peak_rss_mib(server.pid)
+        ratios = {
+            "resolve_throughput_ratio": small_resolve["throughput_rps"] / small_health["throughput_rps"],
+            "resolve_p99_ratio": small_resolve["p99_ms"] / small_health["p99_ms"],
+            # Each phase's resolve p50 is taken relative to its own health p50, so a machine that
+            # got slower (or faster) between the phases does not pass for growth.
+            "p50_growth_1m_over_1k": (big_resolve["p50_ms"] / big_health["p50_ms"])
+            / (small_resolve["p50_ms"] / small_health["p50_ms"]),
+            "p50_raw_1m_over_1k": big_resolve["p50_ms"] / small_resolve["p50_ms"],
+        }
+        data = {
+            "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "machine": machine(),
+            "database": postgres.kind,
+            "settings": {"rounds": ROUNDS, "seconds": SECONDS, "concurrency": CONCURRENCY, "channels": 4},
+            "small": {"stored": stored_small, "health": small_health, "resolve": small_resolve},
+            "big": {"stored": stored_big, "health": big_health, "resolve": big_resolve},
+            "import_10k_seconds": import_seconds,
+            "server_peak_rss_mib": rss,
+            "ratios": ratios,
+            "targets_met": {
+                "resolve_throughput": ratios["resolve_throughput_ratio"] >= TARGETS["resolve_throughput_ratio_min"],
+                "resolve_p99": ratios["resolve_p99_ratio"] <= TARGETS["resolve_p99_ratio_max"],
+                "p50_flat_with_data": ratios["p50_growth_1m_over_1k"] <= TARGETS["p50_growth_1m_over_1k_max"],
+                "import_10k": import_seconds < TARGETS["import_10k_seconds_max"],
+                "server_memory": rss < TARGETS["server_peak_rss_mib_max"],
+            },
+        }
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "latest.json").write_text(json.dumps(data, indent=2) + "\n")
+        print(report(data))
+        print(f"\nwrote {RESULTS / 'latest.json'}")
+        return 0
+    finally:
+        if loader is not None:
+            loader.close()
+        if server is not None:
+            server.terminate()
+            server.wait(30)
+        postgres.close()
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
