@@ -93,7 +93,7 @@ class Postgres:
         else:
             import pgserver
 
-            self._server = pgserver.get_server(
+            self._server = pgserver.get_server(  # type: ignore[attr-defined]
                 Path(tempfile.mkdtemp(prefix="sst-bench-")) / "pg", cleanup_mode="delete"
             )
             self.admin_url = str(self._server.get_uri())

@@ -25,7 +25,7 @@ async def run(command: dict[str, Any], channels: list[grpc.aio.Channel], token: 
     mode = command["mode"]
     seconds = float(command["seconds"])
     concurrency = int(command["concurrency"])
-    metadata = (("authorization", f"Bearer {token}"),)
+    metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),)
     if mode == "resolve":
         request = json_format.ParseDict(command["request"], resolver_pb2.ResolveInputsRequest())
         stubs: list[Any] = [resolver_pb2_grpc.ResolverStub(c).ResolveInputs for c in channels]
@@ -79,7 +79,7 @@ async def main() -> None:
         sys.stdout.write(json.dumps(result) + "\n")
         sys.stdout.flush()
     for c in channels:
-        await c.close()
+        await c.close(None)
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ class Settings:
     log_level: str = "INFO"
     env: str = "development"
     workers: int = 1
+    # Entries of the resolve cache (service/app/cache.py); 0 turns it off.
+    resolve_cache_entries: int = 10_000
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
@@ -57,6 +59,13 @@ class Settings:
             raise ConfigError(f"SECRETS_WORKERS must be a whole number, not {workers_text!r}") from None
         if not 1 <= workers <= 256:
             raise ConfigError("SECRETS_WORKERS must be between 1 and 256")
+        cache_text = get("SECRETS_RESOLVE_CACHE_ENTRIES") or "10000"
+        try:
+            cache_entries = int(cache_text)
+        except ValueError:
+            raise ConfigError(f"SECRETS_RESOLVE_CACHE_ENTRIES must be a whole number, not {cache_text!r}") from None
+        if cache_entries < 0:
+            raise ConfigError("SECRETS_RESOLVE_CACHE_ENTRIES must be 0 (off) or more")
         settings = cls(
             listen=get("SECRETS_LISTEN") or cls.listen,
             database_url=get("SECRETS_DATABASE_URL"),
@@ -66,6 +75,7 @@ class Settings:
             log_level=level,
             env=mode,
             workers=workers,
+            resolve_cache_entries=cache_entries,
             tls_cert_file=path("SECRETS_TLS_CERT_FILE"),
             tls_key_file=path("SECRETS_TLS_KEY_FILE"),
             tls_client_ca_file=path("SECRETS_TLS_CLIENT_CA_FILE"),

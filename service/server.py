@@ -22,6 +22,7 @@ from service.api.operations import OperationsServicer
 from service.api.resolver import ResolverServicer
 from service.api.secret_store import SecretStoreServicer
 from service.app.audit import AuditBuffer
+from service.app.cache import Changes, Invalidations, ResolveCache
 from service.app.directory import DirectoryService
 from service.app.editor import EditorService
 from service.app.keys import DataKeys, KeyringSource
@@ -66,6 +67,8 @@ class Running:
     audit: AuditBuffer
     health: health_aio.HealthServicer
     keys: DataKeys
+    cache: ResolveCache
+    invalidations: Invalidations
     dev_tokens: dict[str, str] = field(default_factory=dict)
     fresh_tokens: bool = False
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
@@ -79,6 +82,7 @@ class Running:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.invalidations.stop()
         await self.audit.close()
         await self.db.close()
         if self.embedded is not None:
@@ -157,9 +161,16 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
-    secret_store_pb2_grpc.add_SecretStoreServicer_to_server(SecretStoreServicer(EditorService(db, keys)), server)
-    resolver_pb2_grpc.add_ResolverServicer_to_server(ResolverServicer(ResolverService(db, keys, audit)), server)
-    directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryServicer(DirectoryService(db)), server)
+    cache = ResolveCache(max_entries=settings.resolve_cache_entries)
+    invalidations = Invalidations(url, cache)
+    if settings.resolve_cache_entries > 0:
+        invalidations.start()
+    changes = Changes(db, cache)
+    secret_store_pb2_grpc.add_SecretStoreServicer_to_server(
+        SecretStoreServicer(EditorService(db, keys, changes)), server
+    )
+    resolver_pb2_grpc.add_ResolverServicer_to_server(ResolverServicer(ResolverService(db, keys, audit, cache)), server)
+    directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryServicer(DirectoryService(db, changes)), server)
     operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(OperationsService(db, keys, audit)), server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -171,7 +182,9 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     else:
         port = server.add_insecure_port(settings.listen)
     await server.start()
-    running = Running(settings, server, port, db, embedded, audit, health_servicer, keys, tokens, fresh)
+    running = Running(
+        settings, server, port, db, embedded, audit, health_servicer, keys, cache, invalidations, tokens, fresh
+    )
     running._tasks.append(asyncio.create_task(_watch_database(db, health_servicer), name="health-watch"))
     return running
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from service.app.cache import Changes, workspace_tag
 from service.app.context import Caller
 from service.app.editor import require_id
 from service.domain.errors import AlreadyExists, InvalidArgument, NotFound
@@ -12,8 +13,9 @@ from service.store.db import Database
 
 
 class DirectoryService:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, changes: Changes) -> None:
         self._db = db
+        self._changes = changes
 
     async def put_member(
         self, caller: Caller, workspace_id: str, user_id: str, email: str, permission: Permission | None, external: bool
@@ -26,7 +28,7 @@ class DirectoryService:
             raise InvalidArgument(problem)
         if permission is None:
             raise InvalidArgument("permission is required: WORKSPACE_PERMISSION_READ, _WRITE or _ADMIN")
-        async with self._db.transaction() as conn:
+        async with self._changes.transaction(workspace_tag(workspace_id)) as conn:
             other = await repo.member_with_email(conn, workspace_id, email)
             if other is not None and other.user_id != user_id:
                 raise AlreadyExists(f"email is already used by member {other.user_id!r} of this workspace")
@@ -50,7 +52,7 @@ class DirectoryService:
         since both need current membership."""
         require_id("workspace_id", workspace_id)
         require_id("user_id", user_id)
-        async with self._db.transaction() as conn:
+        async with self._changes.transaction(workspace_tag(workspace_id)) as conn:
             removed, roles = await repo.remove_member(conn, workspace_id, user_id)
             if not removed:
                 raise NotFound(f"user {user_id!r} is not a member of workspace {workspace_id!r}")

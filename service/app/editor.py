@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from service.app.cache import Changes, scope_tag, workspace_tag
 from service.app.context import Caller
 from service.app.keys import DataKeys
 from service.crypto.envelope import DataKey, seal
@@ -124,9 +125,10 @@ def _audit(
 
 
 class EditorService:
-    def __init__(self, db: Database, keys: DataKeys) -> None:
+    def __init__(self, db: Database, keys: DataKeys, changes: Changes) -> None:
         self._db = db
         self._keys = keys
+        self._changes = changes
 
     # -- listing -------------------------------------------------------------------------------
 
@@ -171,7 +173,7 @@ class EditorService:
         batch.validate_changes(changes)
         owner = owner_of(scope, workspace_id, caller)
         data_key = await self._keys.for_sealing(Tenant.for_scope(scope, owner))
-        async with self._db.transaction() as conn:
+        async with self._changes.transaction(scope_tag(scope, owner)) as conn:
             permission = await repo.permission_of(conn, workspace_id, caller.user_id)
             if scope is Scope.WORKSPACE:
                 policy.require_member(permission, caller.user_id, workspace_id)
@@ -214,7 +216,7 @@ class EditorService:
             )
         owner = owner_of(scope, workspace_id, caller)
         data_key = await self._keys.for_sealing(Tenant.for_scope(scope, owner))
-        async with self._db.transaction() as conn:
+        async with self._changes.transaction(scope_tag(scope, owner)) as conn:
             permission = await repo.permission_of(conn, workspace_id, caller.user_id)
             workspace = scope is Scope.WORKSPACE
             if workspace:
@@ -391,7 +393,7 @@ class EditorService:
                 violations.append(FieldViolation(field, "contains a NUL character"))
         if violations:
             raise InvalidArgument("; ".join(f"{v.field}: {v.description}" for v in violations), violations)
-        async with self._db.transaction() as conn:
+        async with self._changes.transaction(scope_tag(scope, owner_of(scope, workspace_id, caller))) as conn:
             row, permission = await self._find(conn, caller, workspace_id, scope, key, lock=True)
             self._require_admin(caller, workspace_id, row, permission, "editing details of")
             await repo.update_details(conn, row.id, caller.user_id, display_name, description, restricted)
@@ -425,7 +427,7 @@ class EditorService:
         return target
 
     async def set_member(self, caller: Caller, workspace_id: str, key: str, email: str, role: SecretRole) -> Details:
-        async with self._db.transaction() as conn:
+        async with self._changes.transaction(workspace_tag(workspace_id)) as conn:
             row, permission = await self._find(conn, caller, workspace_id, Scope.WORKSPACE, key, lock=True)
             if not policy.can_manage_secret_members(permission, row.caller_role):
                 raise PermissionDenied(
@@ -446,7 +448,7 @@ class EditorService:
             return await self._details(conn, row, workspace_id)
 
     async def remove_member(self, caller: Caller, workspace_id: str, key: str, email: str) -> Details:
-        async with self._db.transaction() as conn:
+        async with self._changes.transaction(workspace_tag(workspace_id)) as conn:
             row, permission = await self._find(conn, caller, workspace_id, Scope.WORKSPACE, key, lock=True)
             if not policy.can_manage_secret_members(permission, row.caller_role):
                 raise PermissionDenied(
@@ -473,7 +475,7 @@ class EditorService:
             )
         owner = owner_of(scope, workspace_id, caller)
         data_key = await self._keys.for_sealing(Tenant.for_scope(scope, owner))
-        async with self._db.transaction() as conn:
+        async with self._changes.transaction(scope_tag(scope, owner)) as conn:
             row, permission = await self._find(conn, caller, workspace_id, scope, key, lock=True)
             self._require_admin(caller, workspace_id, row, permission, "restoring a version of")
             if version == row.version:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from service.app.audit import AuditBuffer
+from service.app.cache import ResolveCache
 from service.app.context import Caller
 from service.app.keys import DataKeys
 from service.domain.model import Scope, Tenant
@@ -24,14 +25,25 @@ class KeyOutcome:
 
 
 class ResolverService:
-    def __init__(self, db: Database, keys: DataKeys, audit: AuditBuffer) -> None:
+    def __init__(self, db: Database, keys: DataKeys, audit: AuditBuffer, cache: ResolveCache) -> None:
         self._db = db
         self._keys = keys
         self._audit = audit
+        self._cache = cache
+
+    async def _snapshot(self, workspace_id: str, run_user_id: str, keys: Sequence[str]) -> repo.ResolveSnapshot:
+        """Everything the resolve needs, in one round trip, or none when the cache has it."""
+        cache_key = self._cache.key(workspace_id, run_user_id, keys)
+        snapshot = self._cache.get(cache_key)
+        if snapshot is None:
+            epoch = self._cache.epoch
+            async with self._db.connection() as conn:
+                snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys)
+            self._cache.put(cache_key, snapshot, epoch)
+        return snapshot
 
     async def resolve_keys(self, workspace_id: str, run_user_id: str, keys: Sequence[str]) -> dict[str, KeyOutcome]:
-        async with self._db.connection() as conn:
-            snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys)
+        snapshot = await self._snapshot(workspace_id, run_user_id, keys)
         decisions = decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows])
         sealed = {(row.candidate.scope, row.candidate.key): row.sealed for row in snapshot.rows}
         tenants = {

@@ -82,6 +82,14 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
     return applied_now
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Replaces asyncpg's default release-time reset (`RESET ALL; UNLISTEN *; ...`), which costs a
+    database round trip on every release, so one per resolve. This service sets no session
+    state on pooled connections: no SET, no LISTEN (the invalidation listener has a connection of
+    its own), and its only advisory lock is transaction-scoped. asyncpg still ends any open
+    transaction before calling this."""
+
+
 class Database:
     """The asyncpg pool, with connection failures mapped to `Unavailable` in one place."""
 
@@ -97,8 +105,8 @@ class Database:
             max_size=max_size,
             timeout=timeout,
             command_timeout=30,
-            # Bounded so that a dead database makes calls fail fast, not pile up.
             max_inactive_connection_lifetime=300,
+            reset=_keep_session,
         )
         return cls(pool, url)
 

@@ -1,0 +1,204 @@
+"""An in-memory cache of what a resolve reads from Postgres (membership and sealed rows), kept
+coherent across replicas with Postgres LISTEN/NOTIFY.
+
+Every transaction that changes what a resolve could read sends `NOTIFY secrets_changed, '<tag>'`
+(tags: `w:<workspace>` and `u:<user>`), delivered to every replica when it commits. Each replica
+listens on a connection of its own and drops the entries carrying that tag; the replica that made
+the change drops them at once, before its call returns.
+
+What it costs: a resolve on another replica may see the previous state for the moment the
+notification is in flight (sub-millisecond on one host). Guards: entries are only stored if no
+invalidation happened while they were being read (no stale refill); they expire after `ttl`
+seconds whatever happens; and while the listener is disconnected the cache is cleared and not
+used at all, so a lost notification can never leave a stale entry behind.
+
+Only sealed bytes are cached, never a value: values are opened per resolve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from service.domain.model import Scope
+from service.store import repository as repo
+from service.store.db import Database
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "secrets_changed"
+
+
+def workspace_tag(workspace_id: str) -> str:
+    return f"w:{workspace_id}"
+
+
+def user_tag(user_id: str) -> str:
+    return f"u:{user_id}"
+
+
+@dataclass(slots=True)
+class _Entry:
+    snapshot: repo.ResolveSnapshot
+    tags: tuple[str, ...]
+    expires: float
+
+
+class ResolveCache:
+    def __init__(self, max_entries: int = 10_000, ttl: float = 30.0) -> None:
+        self.max_entries = max_entries
+        self.ttl = ttl
+        self._entries: OrderedDict[tuple[str, str, tuple[str, ...]], _Entry] = OrderedDict()
+        self._by_tag: dict[str, set[tuple[str, str, tuple[str, ...]]]] = {}
+        # Bumped by every invalidation: a read that started before a bump must not be stored.
+        self.epoch = 0
+        self.enabled = False  # until the listener is connected
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(workspace_id: str, run_user_id: str, keys: Iterable[str]) -> tuple[str, str, tuple[str, ...]]:
+        return (workspace_id, run_user_id, tuple(sorted(keys)))
+
+    def get(self, key: tuple[str, str, tuple[str, ...]]) -> repo.ResolveSnapshot | None:
+        if not self.enabled:
+            return None
+        entry = self._entries.get(key)
+        if entry is None or entry.expires < time.monotonic():
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry.snapshot
+
+    def put(self, key: tuple[str, str, tuple[str, ...]], snapshot: repo.ResolveSnapshot, read_epoch: int) -> None:
+        if not self.enabled or read_epoch != self.epoch:
+            return
+        tags = (workspace_tag(key[0]), user_tag(key[1]))
+        self._drop(key)
+        self._entries[key] = _Entry(snapshot, tags, time.monotonic() + self.ttl)
+        for tag in tags:
+            self._by_tag.setdefault(tag, set()).add(key)
+        while len(self._entries) > self.max_entries:
+            oldest = next(iter(self._entries))
+            self._drop(oldest)
+
+    def _drop(self, key: tuple[str, str, tuple[str, ...]]) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is None:
+            return
+        for tag in entry.tags:
+            keys = self._by_tag.get(tag)
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._by_tag[tag]
+
+    def invalidate(self, tags: Iterable[str]) -> None:
+        self.epoch += 1
+        for tag in tags:
+            for key in list(self._by_tag.get(tag, ())):
+                self._drop(key)
+
+    def clear(self) -> None:
+        self.epoch += 1
+        self._entries.clear()
+        self._by_tag.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Invalidations:
+    """Listens for change notifications on a dedicated connection and applies them to the cache;
+    reconnects with backoff, and keeps the cache off while it cannot listen."""
+
+    def __init__(self, url: str, cache: ResolveCache) -> None:
+        self._url = url
+        self._cache = cache
+        self._task: asyncio.Task[None] | None = None
+        self._lost = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="cache-invalidations")
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        self._cache.invalidate(payload.split(","))
+
+    def _on_terminate(self, conn: Any) -> None:
+        self._cache.enabled = False
+        self._cache.clear()
+        self._lost.set()
+
+    async def _run(self) -> None:
+        delay = 0.2
+        while True:
+            conn: asyncpg.Connection | None = None
+            try:
+                conn = await asyncpg.connect(self._url, timeout=5)
+                self._lost.clear()
+                conn.add_termination_listener(self._on_terminate)
+                await conn.add_listener(CHANNEL, self._on_notify)
+                # Anything cached before listening could have missed a notification.
+                self._cache.clear()
+                self._cache.enabled = True
+                delay = 0.2
+                # A listening connection gets no traffic of its own; poll it so that a dead
+                # server is noticed even when nothing is being changed.
+                while not self._lost.is_set():
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._lost.wait(), timeout=2.0)
+                    if not self._lost.is_set():
+                        await conn.fetchval("SELECT 1", timeout=2.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("invalidation listener down: %s", type(exc).__name__)
+            finally:
+                self._cache.enabled = False
+                self._cache.clear()
+                if conn is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(conn.close(), timeout=1)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+async def notify(conn: asyncpg.Connection, tags: Iterable[str]) -> None:
+    """Queues a change notification inside the caller's transaction; Postgres delivers it to
+    every listener when (and only if) the transaction commits."""
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, ",".join(sorted(set(tags))))
+
+
+class Changes:
+    """Transactions that change what resolves read: they notify every replica on commit and
+    drop this replica's entries right after."""
+
+    def __init__(self, db: Database, cache: ResolveCache) -> None:
+        self._db = db
+        self._cache = cache
+
+    @contextlib.asynccontextmanager
+    async def transaction(self, *tags: str) -> AsyncIterator[asyncpg.Connection]:
+        async with self._db.transaction() as conn:
+            yield conn
+            await notify(conn, tags)
+        self._cache.invalidate(tags)
+
+
+def scope_tag(scope: Scope, owner_id: str) -> str:
+    return workspace_tag(owner_id) if scope is Scope.WORKSPACE else user_tag(owner_id)
