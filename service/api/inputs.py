@@ -7,7 +7,6 @@ request's, with only the strings that hold references rewritten, so nothing else
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from google.protobuf import struct_pb2
@@ -41,7 +40,9 @@ def find_sites(inputs: struct_pb2.Struct, where: str) -> list[Site]:
 
     Object keys are never substituted (SPEC 2.3). Raises InvalidArgument past MAX_INPUT_DEPTH.
     """
-    return list(_walk_struct(inputs, "", 1, where))
+    found: list[Site] = []
+    _walk_struct(inputs, "", 1, where, found)
+    return found
 
 
 def _too_deep(where: str) -> InvalidArgument:
@@ -51,26 +52,27 @@ def _too_deep(where: str) -> InvalidArgument:
     )
 
 
-def _walk_struct(struct: struct_pb2.Struct, path: str, depth: int, where: str) -> Iterator[Site]:
+# Appending to one list instead of chaining generators: this walk runs for every resolve.
+def _walk_struct(struct: struct_pb2.Struct, path: str, depth: int, where: str, found: list[Site]) -> None:
     if depth > MAX_INPUT_DEPTH:
         raise _too_deep(where)
     fields = struct.fields
     # Sorted, because map order is not defined: the "first" failing reference of a block, and
     # the order of the references listed, must not change from one call to the next.
     for name in sorted(fields):
-        yield from _walk_value(fields[name], _join(path, name), depth, where)
+        _walk_value(fields[name], _join(path, name), depth, where, found)
 
 
-def _walk_value(value: struct_pb2.Value, path: str, depth: int, where: str) -> Iterator[Site]:
+def _walk_value(value: struct_pb2.Value, path: str, depth: int, where: str, found: list[Site]) -> None:
     kind = value.WhichOneof("kind")
     if kind == "string_value":
         template = templates.parse(value.string_value)
         if template is not None:
-            yield Site(path, value, template)
+            found.append(Site(path, value, template))
     elif kind == "struct_value":
-        yield from _walk_struct(value.struct_value, path, depth + 1, where)
+        _walk_struct(value.struct_value, path, depth + 1, where, found)
     elif kind == "list_value":
         if depth + 1 > MAX_INPUT_DEPTH:
             raise _too_deep(where)
         for i, item in enumerate(value.list_value.values):
-            yield from _walk_value(item, f"{path}[{i}]", depth + 1, where)
+            _walk_value(item, f"{path}[{i}]", depth + 1, where, found)

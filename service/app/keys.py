@@ -138,6 +138,8 @@ class DataKeys:
             data_key = self.cached(tenant, generation) or await self.for_opening(tenant, generation)
             return open_sealed(data_key, scope, key, version, sealed)
         except IntegrityError:
-            raise DataLoss(
-                f"secret {key!r} version {version} failed authentication: its sealed value was altered or moved"
-            ) from None
+            raise _data_loss(key, version) from None
+
+
+def _data_loss(key: str, version: int) -> DataLoss:
+    return DataLoss(f"secret {key!r} version {version} failed authentication: its sealed value was altered or moved")

@@ -13,6 +13,7 @@ tenant, another key or another version fails to open instead of yielding the wro
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Final
@@ -38,7 +39,10 @@ def _field(data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + data
 
 
+@functools.lru_cache(maxsize=65_536)
 def value_associated_data(tenant: Tenant, scope: Scope, key: str, version: int) -> bytes:
+    """Remembered: the hot path opens the same few keys again and again (ids and key names only,
+    no values)."""
     return b"".join(
         (
             _field(_AD_TAG),

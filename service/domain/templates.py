@@ -7,6 +7,7 @@ with the looked-up values. Rendering never rescans what it inserted, so a value 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -51,11 +52,25 @@ class Template:
         return self.render(lambda key: "{{" + key + "}}")
 
 
+@functools.lru_cache(maxsize=4096)
+def _parse_cached(text: str) -> Template | None:
+    return _parse(text)
+
+
 def parse(text: str) -> Template | None:
-    """Parses `text`; None when it holds neither a reference nor an escape (nothing to change)."""
+    """Parses `text`; None when it holds neither a reference nor an escape (nothing to change).
+
+    The same workflow inputs are resolved run after run, so parsed templates of ordinary size
+    are remembered (bounded; a template holds no secret, only the text around references)."""
     if OPEN not in text:
         # Fast path: most input strings hold no braces at all.
         return None
+    if len(text) <= 1024:
+        return _parse_cached(text)
+    return _parse(text)
+
+
+def _parse(text: str) -> Template | None:
     parts: list[str] = []
     refs: list[Reference] = []
     current: list[str] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -612,9 +612,18 @@ async def insert_audit(conn: asyncpg.Connection, event: AuditRecord) -> None:
     await conn.execute(_AUDIT_INSERT, *_audit_args(event))
 
 
+_AUDIT_COLUMNS = ["principal", "user_id", "workspace_id", "action", "keys", "execution_id", "outcome", "detail", "at"]
+
+
 async def insert_audit_many(conn: asyncpg.Connection, events: Sequence[AuditRecord]) -> None:
+    """Writes a batch of events with COPY: one round trip and far less work per row than INSERTs."""
     if events:
-        await conn.executemany(_AUDIT_INSERT, [_audit_args(e) for e in events])
+        now = datetime.now(UTC)
+        await conn.copy_records_to_table(
+            "audit_events",
+            columns=_AUDIT_COLUMNS,
+            records=[(*_audit_args(e)[:-1], e.at or now) for e in events],
+        )
 
 
 @dataclass(frozen=True, slots=True)
