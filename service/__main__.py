@@ -20,6 +20,12 @@ def run_loop(main_coro: Coroutine[Any, Any, None]) -> None:
         uvloop.run(main_coro)
 
 
+def _worker(settings: Settings, worker: int) -> None:
+    from service.server import serve
+
+    run_loop(serve(settings, reuse_port=True, show_banner=False, worker=worker))
+
+
 def main() -> int:
     try:
         settings = Settings.from_env()
@@ -30,7 +36,14 @@ def main() -> int:
 
     configure_logging(settings.log_level)
     try:
+        if settings.workers > 1:
+            from service.workers import run_workers
+
+            return run_workers(settings, _worker)
         run_loop(serve(settings))
+    except ConfigError as exc:
+        print(f"secrets-server: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, RuntimeError) as exc:
         # Start-up failures (a bad key file, a taken port, an unreachable database) get one line.
         print(f"secrets-server: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)

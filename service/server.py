@@ -7,7 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,20 @@ class Running:
             await asyncio.to_thread(self.embedded.stop)
 
 
-def _load_keys(settings: Settings) -> tuple[KeyringSource, Principals, dict[str, str], bool]:
+@dataclass(frozen=True)
+class Prepared:
+    """What must exist once, before any worker starts: keys, principals and the database URL."""
+
+    settings: Settings
+    keyring: KeyringSource
+    principals: Principals
+    dev_tokens: dict[str, str]
+    fresh_tokens: bool
+
+
+def prepare(settings: Settings) -> Prepared:
+    """Loads (in development mode, first generates) the keyring and principals, and returns
+    settings that name the files, so that workers forked later all use the same ones."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.keyring_file is not None:
         keyring_path: Path = settings.keyring_file
@@ -99,12 +112,14 @@ def _load_keys(settings: Settings) -> tuple[KeyringSource, Principals, dict[str,
     tokens: dict[str, str] = {}
     fresh = False
     if settings.principals_file is not None:
-        principals = Principals.load(settings.principals_file)
+        principals_path: Path = settings.principals_file
+        principals = Principals.load(principals_path)
     else:
-        _, principals, generated = devmode.dev_principals(settings.data_dir)
+        principals_path, principals, generated = devmode.dev_principals(settings.data_dir)
         fresh = generated is not None
         tokens = generated or devmode.saved_dev_tokens(settings.data_dir)
-    return KeyringSource(keyring_path, keyring), principals, tokens, fresh
+    named = replace(settings, keyring_file=keyring_path, principals_file=principals_path)
+    return Prepared(named, KeyringSource(keyring_path, keyring), principals, tokens, fresh)
 
 
 async def _watch_database(db: Database, health_servicer: health_aio.HealthServicer) -> None:
@@ -135,7 +150,9 @@ def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
 
 
 async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
-    keyring, principals, tokens, fresh = _load_keys(settings)
+    prepared = prepare(settings)
+    keyring, principals = prepared.keyring, prepared.principals
+    tokens, fresh = prepared.dev_tokens, prepared.fresh_tokens
     embedded: EmbeddedPostgres | None = None
     url = settings.database_url
     if url is None:
@@ -199,11 +216,13 @@ def configure_logging(level: str) -> None:
     # because values only ever reach them sealed.
 
 
-async def serve(settings: Settings, *, reuse_port: bool = False, show_banner: bool = True) -> None:
+async def serve(settings: Settings, *, reuse_port: bool = False, show_banner: bool = True, worker: int = 0) -> None:
     running = await start(settings, reuse_port=reuse_port)
     host = settings.listen.rpartition(":")[0]
     address = f"{host}:{running.port}"
-    log.info("serving secrets.v1 on %s (%s)", address, "TLS" if settings.tls_cert_file else "plaintext")
+    log.info(
+        "serving secrets.v1 on %s (%s, worker %d)", address, "TLS" if settings.tls_cert_file else "plaintext", worker
+    )
     if show_banner and not settings.production:
         print(devmode.banner(address, running.dev_tokens, running.fresh_tokens), flush=True)
     stop = asyncio.Event()

@@ -1,0 +1,164 @@
+"""More than one server process on one database: workers on one port, and replicas whose
+resolve caches are kept coherent by LISTEN/NOTIFY."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service.config import Settings
+from service.crypto.keyring import new_keyring_document, write_private_json
+from service.gen.secrets.v1 import directory_pb2 as dpb
+from service.server import start
+from tests.api import ADMIN, Api, W, delete, set_, to_dict, uid
+from tests.conftest import metadata, write_principals
+from tests.proc import ServerProcess
+
+pytestmark = pytest.mark.slow
+
+
+def files(tmp_path: Path) -> dict[str, str]:
+    keyring = tmp_path / "keyring.json"
+    write_private_json(keyring, new_keyring_document(["k1"]))
+    principals = write_principals(tmp_path / "principals.json")
+    return {"SECRETS_KEYRING_FILE": str(keyring), "SECRETS_PRINCIPALS_FILE": str(principals)}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_a_save_on_one_replica_is_seen_by_the_next_resolve_on_another(database_url: str, tmp_path: Path) -> None:
+    env = {**files(tmp_path), "SECRETS_DATABASE_URL": database_url}
+    a = ServerProcess({**env, "SECRETS_DATA_DIR": str(tmp_path / "a")}, tmp_path / "a.log")
+    b = ServerProcess({**env, "SECRETS_DATA_DIR": str(tmp_path / "b")}, tmp_path / "b.log")
+    try:
+        async with grpc.aio.insecure_channel(a.address) as ca, grpc.aio.insecure_channel(b.address) as cb:
+            via_a, via_b = Api(ca), Api(cb)
+            ws, user = uid("ws"), uid("user")
+            await via_a.member(ws, user, ADMIN)
+            for i in range(25):
+                await via_a.save(ws, user, W, set_("ROTATED", f"value-{i}"))
+                # Twice on B: the first may fill B's cache, the second must still be fresh.
+                for _ in range(2):
+                    reply = await via_b.resolve(ws, {"b": {"v": "{{ROTATED}}"}}, user=user)
+                    assert to_dict(reply.blocks[0].inputs) == {"v": f"value-{i}"}, f"round {i}"
+            await via_a.save(ws, user, W, delete("ROTATED"))
+            reply = await via_b.resolve(ws, {"b": {"v": "{{ROTATED}}"}}, user=user)
+            assert reply.blocks[0].HasField("error")
+            # Membership changes travel the same way.
+            await via_a.save(ws, user, W, set_("KEPT", "kept"))
+            reply = await via_b.resolve(ws, {"b": {"v": "{{KEPT}}"}}, user=user)
+            assert to_dict(reply.blocks[0].inputs) == {"v": "kept"}
+            await via_a.directory.RemoveWorkspaceMember(
+                dpb.RemoveWorkspaceMemberRequest(workspace_id=ws, user_id=user), metadata=metadata("directory")
+            )
+            reply = await via_b.resolve(ws, {"b": {"v": "{{KEPT}}"}}, user=user)
+            assert "not a member" in reply.blocks[0].error.message
+    finally:
+        assert a.terminate() == 0
+        assert b.terminate() == 0
+
+
+async def test_workers_share_one_port_and_stop_together(database_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **files(tmp_path),
+        "SECRETS_DATABASE_URL": database_url,
+        "SECRETS_DATA_DIR": str(tmp_path / "d"),
+        "SECRETS_WORKERS": "2",
+        "SECRETS_LISTEN": f"127.0.0.1:{port}",
+    }
+    server = ServerProcess(env, tmp_path / "workers.log")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(re.findall(r"serving secrets\.v1 on", server.log())) < 2:
+            time.sleep(0.1)
+        workers = {
+            int(pid) for pid in re.findall(r"\[(\d+)\] serving secrets\.v1 on 127\.0\.0\.1:" + str(port), server.log())
+        }
+        assert len(workers) == 2 and server.proc.pid not in workers
+        for _ in range(10):  # new connections, spread by the kernel
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+                reply = await health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        # A worker dying takes the set down: the parent stops the rest and reports failure, so a
+        # supervisor restarts it instead of the port serving on with less capacity.
+        os.kill(min(workers), signal.SIGKILL)
+        code = server.proc.wait(30)
+        assert code == 1
+        assert "stopping the others" in server.log()
+    finally:
+        if server.proc.poll() is None:
+            server.kill()
+
+
+async def test_workers_exit_cleanly_on_sigterm(database_url: str, tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **files(tmp_path),
+        "SECRETS_DATABASE_URL": database_url,
+        "SECRETS_DATA_DIR": str(tmp_path / "d"),
+        "SECRETS_WORKERS": "2",
+        "SECRETS_LISTEN": f"127.0.0.1:{port}",
+    }
+    server = ServerProcess(env, tmp_path / "workers.log")
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(re.findall(r"serving secrets\.v1 on", server.log())) < 2:
+        time.sleep(0.1)
+    assert server.terminate() == 0
+    assert server.log().count("stopped") == 2
+
+
+async def test_the_cache_serves_repeat_resolves_and_drops_entries_on_remote_changes(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Two server instances (each with its own cache and listener) in this process, so the test
+    can look at the second one's cache counters."""
+    env = files(tmp_path)
+    instances = []
+    for name in ("a", "b"):
+        settings = Settings(
+            listen="127.0.0.1:0",
+            database_url=database_url,
+            data_dir=tmp_path / name,
+            keyring_file=Path(env["SECRETS_KEYRING_FILE"]),
+            principals_file=Path(env["SECRETS_PRINCIPALS_FILE"]),
+        )
+        instances.append(await start(settings))
+    a, b = instances
+    try:
+        for _ in range(50):
+            if a.cache.enabled and b.cache.enabled:
+                break
+            await asyncio.sleep(0.05)
+        assert b.cache.enabled
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{a.port}") as ca,
+            grpc.aio.insecure_channel(f"127.0.0.1:{b.port}") as cb,
+        ):
+            via_a, via_b = Api(ca), Api(cb)
+            ws, user = uid("ws"), uid("user")
+            await via_a.member(ws, user, ADMIN)
+            await via_a.save(ws, user, W, set_("K", "one"))
+            for _ in range(5):
+                reply = await via_b.resolve(ws, {"b": {"v": "{{K}}"}}, user=user)
+                assert to_dict(reply.blocks[0].inputs) == {"v": "one"}
+            assert b.cache.hits >= 4 and len(b.cache) == 1
+            await via_a.save(ws, user, W, set_("K", "two"))
+            reply = await via_b.resolve(ws, {"b": {"v": "{{K}}"}}, user=user)
+            assert to_dict(reply.blocks[0].inputs) == {"v": "two"}
+    finally:
+        for instance in instances:
+            await instance.stop(grace=1)
