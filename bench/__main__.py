@@ -116,8 +116,9 @@ class Postgres:
 
 
 def start_server(
-    database_url: str, root: Path, tokens: dict[str, str], workers: int = 1
+    database_url: str, root: Path, tokens: dict[str, str], workers: int = 1, cache_entries: int = 10_000
 ) -> tuple[subprocess.Popen[bytes], str]:
+    root.mkdir(parents=True, exist_ok=True)
     keyring = root / "keyring.json"
     write_private_json(keyring, new_keyring_document(["bench1"]))
     principals = root / "principals.json"
@@ -138,6 +139,7 @@ def start_server(
         SECRETS_DATA_DIR=str(root / "data"),
         SECRETS_LOG_LEVEL="INFO",
         SECRETS_WORKERS=str(workers),
+        SECRETS_RESOLVE_CACHE_ENTRIES=str(cache_entries),
         PYTHONUNBUFFERED="1",
     )
     log = open(root / "server.log", "wb")  # noqa: SIM115 (lives as long as the server)
@@ -304,6 +306,7 @@ def report(data: dict[str, Any]) -> str:
     small_h, small_r = data["small"]["health"], data["small"]["resolve"]
     big_h, big_r = data["big"]["health"], data["big"]["resolve"]
     ratios = data["ratios"]
+    un = data["uncached"]
     lines = [
         f"machine: {data['machine']['cpus']} CPUs, {data['machine']['cpu_model']}, Python {data['machine']['python']}",
         f"database: {data['database']}; load: {CONCURRENCY} in flight over 4 channels from a separate process;"
@@ -323,6 +326,9 @@ def report(data: dict[str, Any]) -> str:
         f" {fmt(big_r['p50_ms'] / big_h['p50_ms'])} | |",
         f"| resolve p50 growth, {data['big']['stored']:,} over {data['small']['stored']:,} stored"
         f" (each relative to its health p50) | | | {fmt(ratios['p50_growth_1m_over_1k'])} | <= 1.2 |",
+        f"| same, resolve cache off (every resolve reads Postgres) | | | {fmt(un['ratios']['p50_growth_1m_over_1k'])} | |",
+        f"| resolve throughput ratio, cache off, {data['small']['stored']:,} / {data['big']['stored']:,} stored | | |"
+        f" {fmt(un['ratios']['resolve_throughput_ratio'])} / {fmt(un['ratios']['big_throughput_ratio'])} | |",
         f"| 10,000-line .env import | | {fmt(data['import_10k_seconds'])} s | | < 3 s |",
         f"| server peak RSS, {data['big']['stored']:,} stored | | {fmt(data['server_peak_rss_mib'], 1)} MiB | | < 150 MiB |",
         "",
@@ -332,42 +338,64 @@ def report(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def phase_ratios(
+    small: tuple[dict[str, float], dict[str, float]], big: tuple[dict[str, float], dict[str, float]]
+) -> dict[str, float]:
+    (sh, sr), (bh, br) = small, big
+    return {
+        "resolve_throughput_ratio": sr["throughput_rps"] / sh["throughput_rps"],
+        "big_throughput_ratio": br["throughput_rps"] / bh["throughput_rps"],
+        "resolve_p99_ratio": sr["p99_ms"] / sh["p99_ms"],
+        # Each phase's resolve p50 is taken relative to its own health p50, so a machine that got
+        # slower (or faster) between the phases does not pass for growth.
+        "p50_growth_1m_over_1k": (br["p50_ms"] / bh["p50_ms"]) / (sr["p50_ms"] / sh["p50_ms"]),
+        "p50_raw_1m_over_1k": br["p50_ms"] / sr["p50_ms"],
+    }
+
+
 async def main() -> int:
     tokens = {r: pysecrets.token_urlsafe(24) for r in ("editor", "executor", "directory", "ops")}
     postgres = Postgres()
     root = Path(tempfile.mkdtemp(prefix="sst-bench-run-"))
-    server = None
-    loader = None
+    servers: list[subprocess.Popen[bytes]] = []
+    loaders: list[Loader] = []
     try:
         database_url = await postgres.fresh_database()
-        server, address = start_server(database_url, root, tokens)
+        # The default configuration (resolve cache on) and, beside it on the same database, one
+        # with the cache off, so the database path is measured too.
+        server, address = start_server(database_url, root / "cached", tokens)
+        servers.append(server)
+        uncached_server, uncached_address = start_server(database_url, root / "uncached", tokens, cache_entries=0)
+        servers.append(uncached_server)
         await seed(address, tokens)
         stored_small = await fill(database_url, SMALL)
-        loader = Loader(address, tokens["executor"])
+        loader, uncached_loader = Loader(address, tokens["executor"]), Loader(uncached_address, tokens["executor"])
+        loaders += [loader, uncached_loader]
         print(f"phase 1: {stored_small:,} stored secrets", file=sys.stderr)
-        small_health, small_resolve = interleaved(loader, ROUNDS, SECONDS)
+        small = interleaved(loader, ROUNDS, SECONDS)
+        small_uncached = interleaved(uncached_loader, ROUNDS, SECONDS)
         print("phase 2: 10,000-line import", file=sys.stderr)
         import_seconds = await time_import(address, tokens)
         print(f"phase 3: filling to {BIG:,} stored secrets", file=sys.stderr)
         stored_big = await fill(database_url, BIG)
-        big_health, big_resolve = interleaved(loader, ROUNDS, SECONDS)
+        big = interleaved(loader, ROUNDS, SECONDS)
+        big_uncached = interleaved(uncached_loader, ROUNDS, SECONDS)
         rss = peak_rss_mib(server.pid)
-        ratios = {
-            "resolve_throughput_ratio": small_resolve["throughput_rps"] / small_health["throughput_rps"],
-            "resolve_p99_ratio": small_resolve["p99_ms"] / small_health["p99_ms"],
-            # Each phase's resolve p50 is taken relative to its own health p50, so a machine that
-            # got slower (or faster) between the phases does not pass for growth.
-            "p50_growth_1m_over_1k": (big_resolve["p50_ms"] / big_health["p50_ms"])
-            / (small_resolve["p50_ms"] / small_health["p50_ms"]),
-            "p50_raw_1m_over_1k": big_resolve["p50_ms"] / small_resolve["p50_ms"],
+        ratios = phase_ratios(small, big)
+        uncached = {
+            "small": {"health": small_uncached[0], "resolve": small_uncached[1]},
+            "big": {"health": big_uncached[0], "resolve": big_uncached[1]},
+            "ratios": phase_ratios(small_uncached, big_uncached),
+            "server_peak_rss_mib": peak_rss_mib(uncached_server.pid),
         }
         data = {
             "when": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "machine": machine(),
             "database": postgres.kind,
             "settings": {"rounds": ROUNDS, "seconds": SECONDS, "concurrency": CONCURRENCY, "channels": 4},
-            "small": {"stored": stored_small, "health": small_health, "resolve": small_resolve},
-            "big": {"stored": stored_big, "health": big_health, "resolve": big_resolve},
+            "small": {"stored": stored_small, "health": small[0], "resolve": small[1]},
+            "big": {"stored": stored_big, "health": big[0], "resolve": big[1]},
+            "uncached": uncached,
             "import_10k_seconds": import_seconds,
             "server_peak_rss_mib": rss,
             "ratios": ratios,
@@ -385,11 +413,11 @@ async def main() -> int:
         print(f"\nwrote {RESULTS / 'latest.json'}")
         return 0
     finally:
-        if loader is not None:
-            loader.close()
-        if server is not None:
-            server.terminate()
-            server.wait(30)
+        for each_loader in loaders:
+            each_loader.close()
+        for each_server in servers:
+            each_server.terminate()
+            each_server.wait(30)
         postgres.close()
 
 
