@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 import traceback
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,9 +21,11 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from service.api.registry import Undecodable
 from service.crypto.aead import IntegrityError
 from service.crypto.keyring import UnknownMasterKey
 from service.domain import errors as e
+from service.store.db import call_deadline
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,11 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+def _deadline(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    remaining = context.time_remaining()
+    return time.monotonic() + remaining if remaining is not None else None
+
+
 def rpc(
     method: Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]],
 ) -> Callable[[S, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]:
@@ -93,7 +101,10 @@ def rpc(
 
     @functools.wraps(method)
     async def handle(self: S, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        token = call_deadline.set(_deadline(context))
         try:
+            if isinstance(request, Undecodable):
+                raise e.InvalidArgument(f"the request could not be decoded: {request.reason}")
             return await method(self, request, context)
         except grpc.aio.AbortError:
             raise
@@ -103,5 +114,7 @@ def rpc(
                 await context.abort(code, message, trailing_metadata=trailing)
             await context.abort(code, message)
             raise  # unreachable: abort raises
+        finally:
+            call_deadline.reset(token)
 
     return handle

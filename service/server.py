@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from service import devmode
 from service.api.directory import DirectoryServicer
 from service.api.operations import OperationsServicer
+from service.api.registry import add_servicer
 from service.api.resolver import ResolverServicer
 from service.api.secret_store import SecretStoreServicer
 from service.app.audit import AuditBuffer
@@ -34,24 +35,19 @@ from service.crypto.keyring import Keyring
 from service.domain.limits import MAX_MESSAGE_BYTES
 from service.gen.secrets.v1 import (
     directory_pb2,
-    directory_pb2_grpc,
     operations_pb2,
-    operations_pb2_grpc,
     resolver_pb2,
-    resolver_pb2_grpc,
     secret_store_pb2,
-    secret_store_pb2_grpc,
 )
 from service.store.db import Database, EmbeddedPostgres
 
 log = logging.getLogger("service")
 
-SERVICE_NAMES = (
-    secret_store_pb2.DESCRIPTOR.services_by_name["SecretStore"].full_name,
-    resolver_pb2.DESCRIPTOR.services_by_name["Resolver"].full_name,
-    directory_pb2.DESCRIPTOR.services_by_name["Directory"].full_name,
-    operations_pb2.DESCRIPTOR.services_by_name["Operations"].full_name,
-)
+SECRET_STORE = secret_store_pb2.DESCRIPTOR.services_by_name["SecretStore"]
+RESOLVER = resolver_pb2.DESCRIPTOR.services_by_name["Resolver"]
+DIRECTORY = directory_pb2.DESCRIPTOR.services_by_name["Directory"]
+OPERATIONS = operations_pb2.DESCRIPTOR.services_by_name["Operations"]
+SERVICE_NAMES = tuple(s.full_name for s in (SECRET_STORE, RESOLVER, DIRECTORY, OPERATIONS))
 HEALTH_PROBE_INTERVAL = 1.0
 
 
@@ -183,12 +179,10 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     if settings.resolve_cache_entries > 0:
         invalidations.start()
     changes = Changes(db, cache)
-    secret_store_pb2_grpc.add_SecretStoreServicer_to_server(
-        SecretStoreServicer(EditorService(db, keys, changes)), server
-    )
-    resolver_pb2_grpc.add_ResolverServicer_to_server(ResolverServicer(ResolverService(db, keys, audit, cache)), server)
-    directory_pb2_grpc.add_DirectoryServicer_to_server(DirectoryServicer(DirectoryService(db, changes)), server)
-    operations_pb2_grpc.add_OperationsServicer_to_server(OperationsServicer(OperationsService(db, keys, audit)), server)
+    add_servicer(server, SecretStoreServicer(EditorService(db, keys, changes)), SECRET_STORE)
+    add_servicer(server, ResolverServicer(ResolverService(db, keys, audit, cache)), RESOLVER)
+    add_servicer(server, DirectoryServicer(DirectoryService(db, changes)), DIRECTORY)
+    add_servicer(server, OperationsServicer(OperationsService(db, keys, audit)), OPERATIONS)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib import resources
@@ -20,6 +22,9 @@ log = logging.getLogger(__name__)
 # Any constant will do, as long as every replica uses the same one: it serializes migrations when
 # several processes start at once against one database.
 MIGRATION_LOCK_ID = 7_351_902_114
+
+# The deadline (time.monotonic()) of the RPC being served, if the caller set one.
+call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("call_deadline", default=None)
 
 # Errors that mean "the database is not there right now", as opposed to a bug in a query.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -112,6 +117,11 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def connection(self, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
+        deadline = call_deadline.get()
+        if deadline is not None:
+            # Waiting for a connection past the caller's deadline helps nobody; give up before it
+            # so the caller gets UNAVAILABLE (retryable), not DEADLINE_EXCEEDED.
+            timeout = max(0.01, min(timeout, deadline - time.monotonic() - 0.05))
         try:
             async with self.pool.acquire(timeout=timeout) as conn:
                 yield conn
