@@ -22,6 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from service.api.registry import Undecodable
+from service.auth import current_caller
 from service.crypto.aead import IntegrityError
 from service.crypto.keyring import UnknownMasterKey
 from service.domain import errors as e
@@ -102,6 +103,8 @@ def rpc(
     @functools.wraps(method)
     async def handle(self: S, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
         token = call_deadline.set(_deadline(context))
+        began = time.perf_counter()
+        outcome = "OK"
         try:
             if isinstance(request, Undecodable):
                 raise e.InvalidArgument(f"the request could not be decoded: {request.reason}")
@@ -110,11 +113,22 @@ def rpc(
             raise
         except Exception as exc:
             code, message, trailing = status_for(exc)
+            outcome = code.name
             if trailing:
                 await context.abort(code, message, trailing_metadata=trailing)
             await context.abort(code, message)
             raise  # unreachable: abort raises
         finally:
             call_deadline.reset(token)
+            if log.isEnabledFor(logging.DEBUG):
+                who = current_caller.get(None)
+                log.debug(
+                    "%s by %s for %r: %s in %.2f ms",
+                    method.__name__,
+                    who.principal if who else "?",
+                    who.user_id if who else "",
+                    outcome,
+                    (time.perf_counter() - began) * 1000,
+                )
 
     return handle

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -34,6 +35,8 @@ from service.domain.model import Permission, Scope, SecretRole, Tenant
 from service.domain.resolution import Decision, decide_all
 from service.store import repository as repo
 from service.store.db import Database
+
+log = logging.getLogger(__name__)
 
 # A 10,000-line .env is the import the benchmark times; twice that is still one reasonable
 # transaction. The text itself is bounded by the gRPC message limit (4 MiB).
@@ -170,6 +173,8 @@ class EditorService:
         self, caller: Caller, workspace_id: str, scope: Scope, expected_revision: int, changes: Sequence[batch.Change]
     ) -> SaveResult:
         require_id("workspace_id", workspace_id)
+        # The changes are logged as they are: their values are SecretValues, which print as ***.
+        log.debug("save in %s (%s) at revision %d: %s", workspace_id, scope.name, expected_revision, list(changes))
         batch.validate_changes(changes)
         owner = owner_of(scope, workspace_id, caller)
         data_key = await self._keys.for_sealing(Tenant.for_scope(scope, owner))
@@ -209,6 +214,13 @@ class EditorService:
     ) -> ImportResult:
         require_id("workspace_id", workspace_id)
         parsed = parse_dotenv(content)
+        log.debug(
+            "import into %s (%s): %d entries, %d problems",
+            workspace_id,
+            scope.name,
+            len(parsed.entries),
+            len(parsed.problems),
+        )
         problems = [(p.line, p.message) for p in parsed.problems]
         if len(parsed.entries) > MAX_IMPORT_ENTRIES:
             raise ResourceExhausted(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -15,6 +16,8 @@ from service.domain.resolution import Decision, decide_all
 from service.domain.values import SecretValue
 from service.store import repository as repo
 from service.store.db import Database
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,8 @@ class ResolverService:
             Scope.PERSONAL: Tenant.for_scope(Scope.PERSONAL, run_user_id),
         }
         await self._keys.load([tenants[d.chosen.scope] for d in decisions.values() if d.chosen is not None])
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("resolve in %s for %s: %s", workspace_id, run_user_id, list(decisions.values()))
         outcomes: dict[str, KeyOutcome] = {}
         for key, d in decisions.items():
             value = None
@@ -58,6 +63,7 @@ class ResolverService:
                 scope = d.chosen.scope
                 value = await self._keys.open(tenants[scope], scope, key, d.chosen.version, sealed[(scope, key)])
             outcomes[key] = KeyOutcome(d, value)
+        log.debug("resolved %s", outcomes)  # KeyOutcome holds SecretValues: they print as ***
         return outcomes
 
     def record(
