@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import sys
 from pathlib import Path
 
 from service.auth import Principals, Role, new_token, principal_line
@@ -60,8 +62,17 @@ def saved_dev_tokens(data_dir: Path) -> dict[str, str]:
     return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
 
 
+def _grpcurl() -> str:
+    """`grpcurl`, or the copy the dev dependencies put next to this interpreter."""
+    if shutil.which("grpcurl"):
+        return "grpcurl"
+    beside = Path(sys.executable).parent / "grpcurl"
+    return str(beside) if beside.exists() else "grpcurl"
+
+
 def banner(listen: str, tokens: dict[str, str], fresh: bool) -> str:
     """How to call the dev server with grpcurl, printed at start in development mode."""
+    g = _grpcurl()
     lines = ["", "=" * 78, "Workflow secrets service (development mode) on " + listen]
     if tokens:
         lines.append("Dev tokens" + (" (generated now; kept in the data dir's dev-tokens.json):" if fresh else ":"))
@@ -70,17 +81,17 @@ def banner(listen: str, tokens: dict[str, str], fresh: bool) -> str:
         lines += [
             "",
             "Try it with grpcurl (reflection is on; health needs no token):",
-            f"  grpcurl -plaintext {listen} list",
-            f"  grpcurl -plaintext {listen} grpc.health.v1.Health/Check",
-            f"  grpcurl -plaintext -H 'authorization: Bearer {d}' \\",
+            f"  {g} -plaintext {listen} list",
+            f"  {g} -plaintext {listen} grpc.health.v1.Health/Check",
+            f"  {g} -plaintext -H 'authorization: Bearer {d}' \\",
             '    -d \'{"workspace_id":"ws1","user_id":"u1","email":"u1@example.com",'
             '"permission":"WORKSPACE_PERMISSION_ADMIN"}\' \\',
             f"    {listen} secrets.v1.Directory/PutWorkspaceMember",
-            f"  grpcurl -plaintext -H 'authorization: Bearer {e}' -H 'x-user-id: u1' \\",
+            f"  {g} -plaintext -H 'authorization: Bearer {e}' -H 'x-user-id: u1' \\",
             '    -d \'{"workspace_id":"ws1","scope":"SCOPE_WORKSPACE","expected_revision":0,'
             '"changes":[{"key":"API_TOKEN","value":"s3cr3t"}]}\' \\',
             f"    {listen} secrets.v1.SecretStore/SaveSecrets",
-            f"  grpcurl -plaintext -H 'authorization: Bearer {x}' \\",
+            f"  {g} -plaintext -H 'authorization: Bearer {x}' \\",
             '    -d \'{"workspace_id":"ws1","trigger":"TRIGGER_MANUAL","triggering_user_id":"u1",'
             '"blocks":[{"block_id":"b1","inputs":{"auth":"Bearer {{API_TOKEN}}"}}]}\' \\',
             f"    {listen} secrets.v1.Resolver/ResolveInputs",
