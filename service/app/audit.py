@@ -41,14 +41,16 @@ class AuditBuffer:
         self._wakeup.set()
 
     async def flush(self) -> None:
-        while self._pending:
-            events, self._pending = self._pending[:5000], self._pending[5000:]
+        """Writes the events pending now. Events that arrive while it writes wait for the next
+        round: taking them too would turn one batch into a stream of one-row COPYs under load."""
+        events, self._pending = self._pending, []
+        for start in range(0, len(events), 5000):
             try:
                 async with self._db.transaction() as conn:
-                    await repo.insert_audit_many(conn, events)
+                    await repo.insert_audit_many(conn, events[start : start + 5000])
             except UNAVAILABLE_ERRORS:
                 # Keep them for the next attempt; the database is away.
-                self._pending[:0] = events
+                self._pending[:0] = events[start:]
                 raise
 
     async def _run(self) -> None:
@@ -72,5 +74,7 @@ class AuditBuffer:
                 await self._task
         try:
             await asyncio.wait_for(self.flush(), timeout=5)
+            if self._pending:  # what arrived during that last write
+                await asyncio.wait_for(self.flush(), timeout=5)
         except Exception:
             log.error("%d audit events could not be written at shutdown", len(self._pending))
