@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Scope(enum.IntEnum):
@@ -43,8 +44,10 @@ class TenantKind(enum.StrEnum):
     USER = "u"
 
 
-@dataclass(frozen=True, slots=True)
-class Tenant:
+class Tenant(NamedTuple):
+    """A NamedTuple rather than a dataclass: it keys the data-key cache and the associated-data
+    memo on every value a resolve opens, and tuple hashing is done in C."""
+
     kind: TenantKind
     id: str
 
