@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -15,6 +17,7 @@ from service.crypto.envelope import DataKey, seal
 from service.domain import batch, policy
 from service.domain.dotenv import parse_dotenv
 from service.domain.errors import (
+    DomainError,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -34,7 +37,7 @@ from service.domain.keys import (
 from service.domain.model import Permission, Scope, SecretRole, Tenant
 from service.domain.resolution import Decision, decide_all
 from service.store import repository as repo
-from service.store.db import Database
+from service.store.db import UNAVAILABLE_ERRORS, Database
 
 log = logging.getLogger(__name__)
 
@@ -127,14 +130,54 @@ def _audit(
     )
 
 
+T = TypeVar("T")
+
+
+def audit_refusals(action: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
+    """Records refused attempts (no permission, or a stale revision) in the audit log. The
+    attempt's own transaction rolled back, so the record gets a transaction of its own."""
+
+    def wrap(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        @functools.wraps(method)
+        async def audited(self: EditorService, caller: Caller, workspace_id: str, *args: Any, **kwargs: Any) -> T:
+            try:
+                return await method(self, caller, workspace_id, *args, **kwargs)
+            except (PermissionDenied, RevisionConflict) as exc:
+                await self._record_refusal(caller, workspace_id, action, exc)
+                raise
+
+        return audited
+
+    return wrap
+
+
 class EditorService:
     def __init__(self, db: Database, keys: DataKeys, changes: Changes) -> None:
         self._db = db
         self._keys = keys
         self._changes = changes
 
+    async def _record_refusal(self, caller: Caller, workspace_id: str, action: str, exc: DomainError) -> None:
+        outcome = "conflict" if isinstance(exc, RevisionConflict) else "denied"
+        try:
+            async with self._db.transaction() as conn:
+                await repo.insert_audit(
+                    conn,
+                    repo.AuditRecord(
+                        principal=caller.principal,
+                        user_id=caller.user_id,
+                        workspace_id=workspace_id[:200],
+                        action=action,
+                        outcome=outcome,
+                        detail=exc.message,
+                    ),
+                )
+        except UNAVAILABLE_ERRORS:
+            log.warning("could not record a refused %s in the audit log: the database is unavailable", action)
+
     # -- listing -------------------------------------------------------------------------------
 
+    @audit_refusals("secrets.list")
     async def list_secrets(self, caller: Caller, workspace_id: str) -> Listing:
         require_id("workspace_id", workspace_id)
         async with self._db.connection() as conn:
@@ -147,6 +190,7 @@ class EditorService:
         shadowed = frozenset(s.key for s in personal if s.key in workspace_keys)
         return Listing(workspace, personal, shadowed, w_rev, p_rev)
 
+    @audit_refusals("secrets.referenceable")
     async def list_referenceable(self, caller: Caller, workspace_id: str, prefix: str) -> Referenceable:
         """The keys a run by the caller could use here: usable workspace keys first, then the
         caller's personal keys, those hidden by a usable workspace key marked as shadowed."""
@@ -169,6 +213,7 @@ class EditorService:
 
     # -- saving --------------------------------------------------------------------------------
 
+    @audit_refusals("secrets.save")
     async def save_secrets(
         self, caller: Caller, workspace_id: str, scope: Scope, expected_revision: int, changes: Sequence[batch.Change]
     ) -> SaveResult:
@@ -202,6 +247,7 @@ class EditorService:
             )
         return SaveResult(revision + 1, ops)
 
+    @audit_refusals("secrets.import")
     async def import_dotenv(
         self,
         caller: Caller,
@@ -368,6 +414,7 @@ class EditorService:
             ]
         return Details(row, members, await repo.versions_of(conn, row.id))
 
+    @audit_refusals("secret.get")
     async def get_secret(self, caller: Caller, workspace_id: str, scope: Scope, key: str) -> Details:
         async with self._db.connection() as conn:
             row, _ = await self._find(conn, caller, workspace_id, scope, key)
@@ -379,6 +426,7 @@ class EditorService:
         if row.scope is Scope.WORKSPACE:
             policy.require_modify(permission, row.caller_role, caller.user_id, workspace_id, row.key, action)
 
+    @audit_refusals("secret.details")
     async def update_details(
         self,
         caller: Caller,
@@ -438,6 +486,7 @@ class EditorService:
             raise NotFound(f"no member of workspace {workspace_id!r} has email {email!r}")
         return target
 
+    @audit_refusals("secret.member.set")
     async def set_member(self, caller: Caller, workspace_id: str, key: str, email: str, role: SecretRole) -> Details:
         async with self._changes.transaction(workspace_tag(workspace_id)) as conn:
             row, permission = await self._find(conn, caller, workspace_id, Scope.WORKSPACE, key, lock=True)
@@ -459,6 +508,7 @@ class EditorService:
             )
             return await self._details(conn, row, workspace_id)
 
+    @audit_refusals("secret.member.remove")
     async def remove_member(self, caller: Caller, workspace_id: str, key: str, email: str) -> Details:
         async with self._changes.transaction(workspace_tag(workspace_id)) as conn:
             row, permission = await self._find(conn, caller, workspace_id, Scope.WORKSPACE, key, lock=True)
@@ -480,6 +530,7 @@ class EditorService:
             assert fresh is not None
             return await self._details(conn, fresh, workspace_id)
 
+    @audit_refusals("secret.restore")
     async def restore_version(self, caller: Caller, workspace_id: str, scope: Scope, key: str, version: int) -> Details:
         if version <= 0:
             raise InvalidArgument(
@@ -528,6 +579,7 @@ class EditorService:
 
     # -- references ----------------------------------------------------------------------------
 
+    @audit_refusals("references.explain")
     async def explain_keys(
         self, caller: Caller, workspace_id: str, run_user_id: str, keys: Sequence[str]
     ) -> dict[str, Decision]:

@@ -156,6 +156,9 @@ async def test_every_change_and_resolve_is_audited_and_pages(recorded_api: Api, 
     await api.directory.RemoveWorkspaceMember(
         dpb.RemoveWorkspaceMemberRequest(workspace_id=ws, user_id=other), metadata=metadata("directory")
     )
+    # Refused attempts are recorded too: a non-member, and a stale revision.
+    await status_of(api.save(ws, other, W, set_("A", canaries()), expected=4))
+    await status_of(api.save(ws, boss, W, set_("A", canaries()), expected=0))
 
     events: list[opb.AuditEvent] = []
     token = ""
@@ -169,7 +172,7 @@ async def test_every_change_and_resolve_is_audited_and_pages(recorded_api: Api, 
         token = reply.next_page_token
         if not token:
             break
-    assert pages == 4
+    assert pages == 5
     # Newest first by event time (a buffered resolve event may get its id after later changes).
     times = [(e.time.ToDatetime(), e.id) for e in events]
     assert times == sorted(times, reverse=True) and len({e.id for e in events}) == len(events)
