@@ -189,7 +189,12 @@ async def test_every_change_and_resolve_is_audited_and_pages(recorded_api: Api, 
         "secret.restore",
         "inputs.resolve",
         "member.remove",
+        "secrets.save",
+        "secrets.save",
     ]
+    denied, conflict = events[1], events[0]
+    assert (denied.outcome, denied.user_id) == ("denied", other) and "not a member" in denied.detail
+    assert (conflict.outcome, conflict.user_id) == ("conflict", boss) and "current revision 4" in conflict.detail
     resolve = next(e for e in events if e.action == "inputs.resolve")
     assert resolve.execution_id == "exec-42" and resolve.user_id == boss
     assert resolve.principal == "test-executor" and resolve.outcome == "1 block(s) failed"
