@@ -12,11 +12,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Sequence
 
+from service.app.context import Caller
 from service.store import repository as repo
 from service.store.db import UNAVAILABLE_ERRORS, Database
 
 log = logging.getLogger(__name__)
+
+
+def audit_record(
+    caller: Caller,
+    workspace_id: str,
+    action: str,
+    *,
+    outcome: str = "ok",
+    keys: Sequence[tuple[str, int, int]] = (),
+    detail: str = "",
+    user_id: str | None = None,
+) -> repo.AuditRecord:
+    """An audit event by `caller`; `user_id` defaults to the person the caller acts for."""
+    return repo.AuditRecord(
+        principal=caller.principal,
+        user_id=caller.user_id if user_id is None else user_id,
+        workspace_id=workspace_id,
+        action=action,
+        outcome=outcome,
+        keys=tuple(keys),
+        detail=detail,
+    )
 
 
 class AuditBuffer:

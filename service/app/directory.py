@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from service.app.audit import audit_record
 from service.app.cache import Changes, workspace_tag
 from service.app.context import Caller
 from service.app.editor import require_id
@@ -33,16 +34,9 @@ class DirectoryService:
             if other is not None and other.user_id != user_id:
                 raise AlreadyExists(f"email is already used by member {other.user_id!r} of this workspace")
             member, created = await repo.put_member(conn, workspace_id, user_id, email, permission, external)
+            detail = f"permission {permission.name}{' (external)' if external else ''}"
             await repo.insert_audit(
-                conn,
-                repo.AuditRecord(
-                    principal=caller.principal,
-                    user_id=user_id,
-                    workspace_id=workspace_id,
-                    action="member.put",
-                    outcome="ok",
-                    detail=f"permission {permission.name}{' (external)' if external else ''}",
-                ),
+                conn, audit_record(caller, workspace_id, "member.put", user_id=user_id, detail=detail)
             )
         return member, created
 
@@ -56,16 +50,9 @@ class DirectoryService:
             removed, roles = await repo.remove_member(conn, workspace_id, user_id)
             if not removed:
                 raise NotFound(f"user {user_id!r} is not a member of workspace {workspace_id!r}")
+            detail = f"{roles} secret membership(s) removed"
             await repo.insert_audit(
-                conn,
-                repo.AuditRecord(
-                    principal=caller.principal,
-                    user_id=user_id,
-                    workspace_id=workspace_id,
-                    action="member.remove",
-                    outcome="ok",
-                    detail=f"{roles} secret membership(s) removed",
-                ),
+                conn, audit_record(caller, workspace_id, "member.remove", user_id=user_id, detail=detail)
             )
         return removed, roles
 

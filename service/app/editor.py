@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from service.app.audit import audit_record
 from service.app.cache import Changes, scope_tag, workspace_tag
 from service.app.context import Caller
 from service.app.keys import DataKeys
@@ -116,20 +117,6 @@ class Referenceable:
     shadowed: frozenset[str]
 
 
-def _audit(
-    caller: Caller, workspace_id: str, action: str, keys: Sequence[tuple[str, int, int]], detail: str = ""
-) -> repo.AuditRecord:
-    return repo.AuditRecord(
-        principal=caller.principal,
-        user_id=caller.user_id,
-        workspace_id=workspace_id,
-        action=action,
-        outcome="ok",
-        keys=tuple(keys),
-        detail=detail,
-    )
-
-
 T = TypeVar("T")
 
 
@@ -161,17 +148,8 @@ class EditorService:
         outcome = "conflict" if isinstance(exc, RevisionConflict) else "denied"
         try:
             async with self._db.transaction() as conn:
-                await repo.insert_audit(
-                    conn,
-                    repo.AuditRecord(
-                        principal=caller.principal,
-                        user_id=caller.user_id,
-                        workspace_id=workspace_id[:200],
-                        action=action,
-                        outcome=outcome,
-                        detail=exc.message,
-                    ),
-                )
+                record = audit_record(caller, workspace_id[:200], action, outcome=outcome, detail=exc.message)
+                await repo.insert_audit(conn, record)
         except UNAVAILABLE_ERRORS:
             log.warning("could not record a refused %s in the audit log: the database is unavailable", action)
 
@@ -237,12 +215,12 @@ class EditorService:
             await repo.set_revision(conn, scope, owner, revision + 1)
             await repo.insert_audit(
                 conn,
-                _audit(
+                audit_record(
                     caller,
                     workspace_id,
                     "secrets.save",
-                    [(op.new_key or op.key, int(scope), op.version) for op in ops],
-                    ", ".join(f"{op.key}: {op.kind.value}" for op in ops),
+                    keys=[(op.new_key or op.key, int(scope), op.version) for op in ops],
+                    detail=", ".join(f"{op.key}: {op.kind.value}" for op in ops),
                 ),
             )
         return SaveResult(revision + 1, ops)
@@ -327,12 +305,12 @@ class EditorService:
                 await repo.set_revision(conn, scope, owner, revision)
             await repo.insert_audit(
                 conn,
-                _audit(
+                audit_record(
                     caller,
                     workspace_id,
                     "secrets.import",
-                    [(op.key, int(scope), op.version) for op in ops],
-                    f"{len(ops)} written, {len(lines) - len(ops)} not written, {len(problems)} problem lines",
+                    keys=[(op.key, int(scope), op.version) for op in ops],
+                    detail=f"{len(ops)} written, {len(lines) - len(ops)} not written, {len(problems)} problem lines",
                 ),
             )
         return ImportResult(lines, problems, revision, False)
@@ -464,12 +442,12 @@ class EditorService:
             ]
             await repo.insert_audit(
                 conn,
-                _audit(
+                audit_record(
                     caller,
                     workspace_id,
                     "secret.details",
-                    [(key, int(scope), row.version)],
-                    "changed " + ", ".join(changed),
+                    keys=[(key, int(scope), row.version)],
+                    detail="changed " + ", ".join(changed),
                 ),
             )
             fresh = await repo.get_secret(conn, scope, row.owner_id, key, caller.user_id)
@@ -486,49 +464,40 @@ class EditorService:
             raise NotFound(f"no member of workspace {workspace_id!r} has email {email!r}")
         return target
 
+    async def _member_change(
+        self, conn: asyncpg.Connection, caller: Caller, workspace_id: str, key: str, email: str
+    ) -> tuple[repo.SecretRow, repo.MemberRow]:
+        """The secret (locked) and the workspace member whose role on it is changing."""
+        row, permission = await self._find(conn, caller, workspace_id, Scope.WORKSPACE, key, lock=True)
+        policy.require_manage_members(permission, row.caller_role, key)
+        return row, await self._member_target(conn, workspace_id, email)
+
     @audit_refusals("secret.member.set")
     async def set_member(self, caller: Caller, workspace_id: str, key: str, email: str, role: SecretRole) -> Details:
         async with self._changes.transaction(workspace_tag(workspace_id)) as conn:
-            row, permission = await self._find(conn, caller, workspace_id, Scope.WORKSPACE, key, lock=True)
-            if not policy.can_manage_secret_members(permission, row.caller_role):
-                raise PermissionDenied(
-                    f"managing members of {key!r} needs workspace ADMIN permission or the secret's own ADMIN role"
-                )
-            target = await self._member_target(conn, workspace_id, email)
-            if target.permission is Permission.ADMIN and role is not SecretRole.ADMIN:
-                raise FailedPrecondition(
-                    f"{target.email} is a workspace admin: an implicit admin of every workspace secret, who cannot be demoted"
-                )
+            row, target = await self._member_change(conn, caller, workspace_id, key, email)
+            policy.require_may_take_role(target.permission, role, target.email)
             await repo.add_secret_members(conn, [row.id], target.user_id, role, caller.user_id)
-            await repo.insert_audit(
-                conn,
-                _audit(
-                    caller, workspace_id, "secret.member.set", [(key, 1, row.version)], f"{target.user_id}: {role.name}"
-                ),
+            detail = f"{target.user_id}: {role.name}"
+            record = audit_record(
+                caller, workspace_id, "secret.member.set", keys=[(key, 1, row.version)], detail=detail
             )
+            await repo.insert_audit(conn, record)
             return await self._details(conn, row, workspace_id)
 
     @audit_refusals("secret.member.remove")
     async def remove_member(self, caller: Caller, workspace_id: str, key: str, email: str) -> Details:
         async with self._changes.transaction(workspace_tag(workspace_id)) as conn:
-            row, permission = await self._find(conn, caller, workspace_id, Scope.WORKSPACE, key, lock=True)
-            if not policy.can_manage_secret_members(permission, row.caller_role):
-                raise PermissionDenied(
-                    f"managing members of {key!r} needs workspace ADMIN permission or the secret's own ADMIN role"
-                )
-            target = await self._member_target(conn, workspace_id, email)
-            if target.permission is Permission.ADMIN:
-                raise FailedPrecondition(
-                    f"{target.email} is a workspace admin: an implicit admin of every workspace secret, who cannot be removed"
-                )
+            row, target = await self._member_change(conn, caller, workspace_id, key, email)
+            policy.require_may_take_role(target.permission, None, target.email)
             if not await repo.remove_secret_member(conn, row.id, target.user_id):
                 raise NotFound(f"{target.email} is not a member of secret {key!r}")
-            await repo.insert_audit(
-                conn, _audit(caller, workspace_id, "secret.member.remove", [(key, 1, row.version)], target.user_id)
+            detail = target.user_id
+            record = audit_record(
+                caller, workspace_id, "secret.member.remove", keys=[(key, 1, row.version)], detail=detail
             )
-            fresh = await repo.get_secret(conn, Scope.WORKSPACE, workspace_id, key, caller.user_id)
-            assert fresh is not None
-            return await self._details(conn, fresh, workspace_id)
+            await repo.insert_audit(conn, record)
+            return await self._details(conn, row, workspace_id)
 
     @audit_refusals("secret.restore")
     async def restore_version(self, caller: Caller, workspace_id: str, scope: Scope, key: str, version: int) -> Details:
@@ -565,12 +534,12 @@ class EditorService:
             await repo.set_revision(conn, scope, owner, revision + 1)
             await repo.insert_audit(
                 conn,
-                _audit(
+                audit_record(
                     caller,
                     workspace_id,
                     "secret.restore",
-                    [(key, int(scope), new_version)],
-                    f"restored version {version}",
+                    keys=[(key, int(scope), new_version)],
+                    detail=f"restored version {version}",
                 ),
             )
             fresh = await repo.get_secret(conn, scope, owner, key, caller.user_id)

@@ -8,7 +8,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from service.app.audit import AuditBuffer
+from service.app.audit import AuditBuffer, audit_record
 from service.app.context import Caller
 from service.app.keys import DataKeys
 from service.crypto.aead import IntegrityError
@@ -71,15 +71,8 @@ class OperationsService:
                     await repo.rewrap_data_key(conn, row, primary, keyring.wrap(str(row.tenant), material))
                 if batch:
                     rewrapped += len(batch)
-                    await repo.insert_audit(
-                        conn,
-                        repo.AuditRecord(
-                            principal=caller.principal,
-                            action="keys.rotate",
-                            outcome="ok",
-                            detail=f"re-wrapped {len(batch)} data keys under {primary}",
-                        ),
-                    )
+                    detail = f"re-wrapped {len(batch)} data keys under {primary}"
+                    await repo.insert_audit(conn, audit_record(caller, "", "keys.rotate", detail=detail))
             if len(batch) < ROTATION_BATCH:
                 break
         async with self._db.connection() as conn:

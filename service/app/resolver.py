@@ -84,6 +84,7 @@ class ResolverService:
                 outcome="ok" if failed == 0 else f"{failed} block(s) failed",
                 keys=tuple((d.key, int(d.chosen.scope), d.chosen.version) for d in used if d.chosen is not None),
                 execution_id=execution_id,
+                # Buffered events carry their own time: they are written up to 50 ms later.
                 at=datetime.now(UTC),
             )
         )

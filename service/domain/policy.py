@@ -8,7 +8,7 @@ the owner may do everything and nobody else can even address them.
 
 from __future__ import annotations
 
-from service.domain.errors import PermissionDenied
+from service.domain.errors import FailedPrecondition, PermissionDenied
 from service.domain.model import Permission, SecretRole
 
 
@@ -63,4 +63,21 @@ def require_modify(
     if not can_modify_workspace_secret(permission, role):
         raise PermissionDenied(
             f"{action} workspace secret {key!r} needs workspace ADMIN permission or the secret's own ADMIN role"
+        )
+
+
+def require_manage_members(permission: Permission | None, role: SecretRole | None, key: str) -> None:
+    if not can_manage_secret_members(permission, role):
+        raise PermissionDenied(
+            f"managing members of {key!r} needs workspace ADMIN permission or the secret's own ADMIN role"
+        )
+
+
+def require_may_take_role(permission: Permission | None, role: SecretRole | None, email: str) -> None:
+    """Workspace admins are implicit admins of every workspace secret: they cannot be demoted to
+    MEMBER or removed (role None) from one."""
+    if permission is Permission.ADMIN and role is not SecretRole.ADMIN:
+        change = "removed" if role is None else "demoted"
+        raise FailedPrecondition(
+            f"{email} is a workspace admin: an implicit admin of every workspace secret, who cannot be {change}"
         )
