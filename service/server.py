@@ -28,7 +28,7 @@ from service.app.directory import DirectoryService
 from service.app.editor import EditorService
 from service.app.keys import DataKeys, KeyringSource
 from service.app.operations import OperationsService
-from service.app.resolver import ResolverService
+from service.app.resolver import ResolvePlan, ResolverService
 from service.auth import AuthInterceptor, Principals
 from service.config import Settings
 from service.crypto.keyring import Keyring
@@ -63,7 +63,7 @@ class Running:
     audit: AuditBuffer
     health: health_aio.HealthServicer
     keys: DataKeys
-    cache: ResolveCache
+    cache: ResolveCache[ResolvePlan]
     invalidations: Invalidations
     dev_tokens: dict[str, str] = field(default_factory=dict)
     fresh_tokens: bool = False
@@ -174,7 +174,7 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
-    cache = ResolveCache(max_entries=settings.resolve_cache_entries)
+    cache: ResolveCache[ResolvePlan] = ResolveCache(max_entries=settings.resolve_cache_entries)
     invalidations = Invalidations(url, cache)
     if settings.resolve_cache_entries > 0:
         invalidations.start()

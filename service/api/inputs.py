@@ -6,6 +6,7 @@ request's, with only the strings that hold references rewritten, so nothing else
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ class Site:
     template: templates.Template
 
 
+@functools.lru_cache(maxsize=16_384)
 def _join(parent: str, name: str) -> str:
     # Plain names read as `headers.Authorization`; others are quoted: `headers["X-Api.Key"]`.
     if _PLAIN_NAME.fullmatch(name):

@@ -56,9 +56,11 @@ class ResolverServicer(pb_grpc.ResolverServicer):
                 f"{limits.MAX_KEYS_PER_REQUEST} distinct keys; got {references} to {len(keys)}"
             )
         outcomes = await self._resolver.resolve_keys(request.workspace_id, run_user, list(keys)) if keys else {}
+        # Each value revealed once per call, however many places use it.
+        texts = {key: o.value.reveal() for key, o in outcomes.items() if o.value is not None}
         failed = 0
         for result, sites in zip(response.blocks, sites_per_block, strict=True):
-            if not _fill_block(result, sites, outcomes):
+            if not _fill_block(result, sites, outcomes, texts):
                 failed += 1
         if keys:
             used = [o.decision for o in outcomes.values() if o.value is not None]
@@ -66,7 +68,9 @@ class ResolverServicer(pb_grpc.ResolverServicer):
         return response
 
 
-def _fill_block(result: pb.BlockResult, sites: list[Site], outcomes: dict[str, KeyOutcome]) -> bool:
+def _fill_block(
+    result: pb.BlockResult, sites: list[Site], outcomes: dict[str, KeyOutcome], texts: dict[str, str]
+) -> bool:
     """Renders one block's references, or sets its error; True when the block resolved."""
     for site in sites:
         for ref in site.template.references:
@@ -82,10 +86,11 @@ def _fill_block(result: pb.BlockResult, sites: list[Site], outcomes: dict[str, K
                     )
                 )
                 return False
+    add_reference = result.references.add
     for site in sites:
-        site.holder.string_value = site.template.render(lambda key: outcomes[key].value.reveal())  # type: ignore[union-attr]
+        site.holder.string_value = site.template.render(texts.__getitem__)
         for ref in site.template.references:
             chosen = outcomes[ref.key].decision.chosen
             assert chosen is not None
-            result.references.add(field_path=site.path, key=ref.key, scope=int(chosen.scope), version=chosen.version)
+            add_reference(field_path=site.path, key=ref.key, scope=int(chosen.scope), version=chosen.version)
     return True

@@ -24,12 +24,11 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import asyncpg
 
 from service.domain.model import Scope
-from service.store import repository as repo
 from service.store.db import Database
 
 log = logging.getLogger(__name__)
@@ -45,18 +44,23 @@ def user_tag(user_id: str) -> str:
     return f"u:{user_id}"
 
 
+T = TypeVar("T")
+
+
 @dataclass(slots=True)
-class _Entry:
-    snapshot: repo.ResolveSnapshot
+class _Entry(Generic[T]):
+    plan: T
     tags: tuple[str, ...]
     expires: float
 
 
-class ResolveCache:
+class ResolveCache(Generic[T]):
+    """What resolves read, per (workspace, run user, keys); see the module docstring."""
+
     def __init__(self, max_entries: int = 10_000, ttl: float = 30.0) -> None:
         self.max_entries = max_entries
         self.ttl = ttl
-        self._entries: OrderedDict[tuple[str, str, tuple[str, ...]], _Entry] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, str, tuple[str, ...]], _Entry[T]] = OrderedDict()
         self._by_tag: dict[str, set[tuple[str, str, tuple[str, ...]]]] = {}
         # Bumped by every invalidation: a read that started before a bump must not be stored.
         self.epoch = 0
@@ -68,7 +72,7 @@ class ResolveCache:
     def key(workspace_id: str, run_user_id: str, keys: Iterable[str]) -> tuple[str, str, tuple[str, ...]]:
         return (workspace_id, run_user_id, tuple(sorted(keys)))
 
-    def get(self, key: tuple[str, str, tuple[str, ...]]) -> repo.ResolveSnapshot | None:
+    def get(self, key: tuple[str, str, tuple[str, ...]]) -> T | None:
         if not self.enabled:
             return None
         entry = self._entries.get(key)
@@ -77,14 +81,14 @@ class ResolveCache:
             return None
         self._entries.move_to_end(key)
         self.hits += 1
-        return entry.snapshot
+        return entry.plan
 
-    def put(self, key: tuple[str, str, tuple[str, ...]], snapshot: repo.ResolveSnapshot, read_epoch: int) -> None:
+    def put(self, key: tuple[str, str, tuple[str, ...]], plan: T, read_epoch: int) -> None:
         if not self.enabled or read_epoch != self.epoch:
             return
         tags = (workspace_tag(key[0]), user_tag(key[1]))
         self._drop(key)
-        self._entries[key] = _Entry(snapshot, tags, time.monotonic() + self.ttl)
+        self._entries[key] = _Entry(plan, tags, time.monotonic() + self.ttl)
         for tag in tags:
             self._by_tag.setdefault(tag, set()).add(key)
         while len(self._entries) > self.max_entries:
@@ -121,7 +125,7 @@ class Invalidations:
     """Listens for change notifications on a dedicated connection and applies them to the cache;
     reconnects with backoff, and keeps the cache off while it cannot listen."""
 
-    def __init__(self, url: str, cache: ResolveCache) -> None:
+    def __init__(self, url: str, cache: ResolveCache[Any]) -> None:
         self._url = url
         self._cache = cache
         self._task: asyncio.Task[None] | None = None
@@ -188,7 +192,7 @@ class Changes:
     """Transactions that change what resolves read: they notify every replica on commit and
     drop this replica's entries right after."""
 
-    def __init__(self, db: Database, cache: ResolveCache) -> None:
+    def __init__(self, db: Database, cache: ResolveCache[Any]) -> None:
         self._db = db
         self._cache = cache
 

@@ -131,6 +131,14 @@ class DataKeys:
             self._remember([stored])
             return self._cache[tenant].latest
 
+    def open_cached(self, tenant: Tenant, scope: Scope, key: str, version: int, sealed: bytes) -> SecretValue | None:
+        """`open` without awaiting: None when the data key is not cached yet (then call `open`)."""
+        try:
+            data_key = self.cached(tenant, sealed_generation(sealed))
+            return None if data_key is None else open_sealed(data_key, scope, key, version, sealed)
+        except IntegrityError:
+            raise _data_loss(key, version) from None
+
     async def open(self, tenant: Tenant, scope: Scope, key: str, version: int, sealed: bytes) -> SecretValue:
         """Opens a sealed value; any failure is DataLoss naming the secret (never its value)."""
         try:

@@ -27,42 +27,73 @@ class KeyOutcome:
     value: SecretValue | None
 
 
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """How to serve one key: the decision and, when a secret was chosen, where its sealed value is."""
+
+    decision: Decision
+    tenant: Tenant | None = None
+    sealed: bytes = b""
+
+
+# What a resolve of one (workspace, run user, keys) needs, decided once per database read and
+# kept in the resolve cache; only sealed bytes, never a value.
+ResolvePlan = dict[str, Planned]
+
+
+def plan_resolve(
+    snapshot: repo.ResolveSnapshot, workspace_id: str, run_user_id: str, keys: Sequence[str]
+) -> ResolvePlan:
+    decisions = decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows])
+    sealed = {(row.candidate.scope, row.candidate.key): row.sealed for row in snapshot.rows}
+    tenants = {
+        Scope.WORKSPACE: Tenant.for_scope(Scope.WORKSPACE, workspace_id),
+        Scope.PERSONAL: Tenant.for_scope(Scope.PERSONAL, run_user_id),
+    }
+    plan: ResolvePlan = {}
+    for key, d in decisions.items():
+        if d.chosen is None:
+            plan[key] = Planned(d)
+        else:
+            plan[key] = Planned(d, tenants[d.chosen.scope], sealed[(d.chosen.scope, key)])
+    return plan
+
+
 class ResolverService:
-    def __init__(self, db: Database, keys: DataKeys, audit: AuditBuffer, cache: ResolveCache) -> None:
+    def __init__(self, db: Database, keys: DataKeys, audit: AuditBuffer, cache: ResolveCache[ResolvePlan]) -> None:
         self._db = db
         self._keys = keys
         self._audit = audit
         self._cache = cache
 
-    async def _snapshot(self, workspace_id: str, run_user_id: str, keys: Sequence[str]) -> repo.ResolveSnapshot:
-        """Everything the resolve needs, in one round trip, or none when the cache has it."""
+    async def _plan(self, workspace_id: str, run_user_id: str, keys: Sequence[str]) -> ResolvePlan:
+        """Everything the resolve needs, from one round trip, or from the cache."""
         cache_key = self._cache.key(workspace_id, run_user_id, keys)
-        snapshot = self._cache.get(cache_key)
-        if snapshot is None:
+        plan = self._cache.get(cache_key)
+        if plan is None:
             epoch = self._cache.epoch
             async with self._db.connection() as conn:
                 snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys)
-            self._cache.put(cache_key, snapshot, epoch)
-        return snapshot
+            plan = plan_resolve(snapshot, workspace_id, run_user_id, keys)
+            self._cache.put(cache_key, plan, epoch)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "resolve plan for %s / %s: %s", workspace_id, run_user_id, [p.decision for p in plan.values()]
+                )
+        return plan
 
     async def resolve_keys(self, workspace_id: str, run_user_id: str, keys: Sequence[str]) -> dict[str, KeyOutcome]:
-        snapshot = await self._snapshot(workspace_id, run_user_id, keys)
-        decisions = decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows])
-        sealed = {(row.candidate.scope, row.candidate.key): row.sealed for row in snapshot.rows}
-        tenants = {
-            Scope.WORKSPACE: Tenant.for_scope(Scope.WORKSPACE, workspace_id),
-            Scope.PERSONAL: Tenant.for_scope(Scope.PERSONAL, run_user_id),
-        }
-        await self._keys.load([tenants[d.chosen.scope] for d in decisions.values() if d.chosen is not None])
-        if log.isEnabledFor(logging.DEBUG):
-            log.debug("resolve in %s for %s: %s", workspace_id, run_user_id, list(decisions.values()))
+        plan = await self._plan(workspace_id, run_user_id, keys)
         outcomes: dict[str, KeyOutcome] = {}
-        for key, d in decisions.items():
+        for key, planned in plan.items():
             value = None
-            if d.chosen is not None:
-                scope = d.chosen.scope
-                value = await self._keys.open(tenants[scope], scope, key, d.chosen.version, sealed[(scope, key)])
-            outcomes[key] = KeyOutcome(d, value)
+            chosen = planned.decision.chosen
+            if chosen is not None and planned.tenant is not None:
+                # Synchronous while the data key is cached (nearly always); loads it otherwise.
+                value = self._keys.open_cached(planned.tenant, chosen.scope, key, chosen.version, planned.sealed)
+                if value is None:
+                    value = await self._keys.open(planned.tenant, chosen.scope, key, chosen.version, planned.sealed)
+            outcomes[key] = KeyOutcome(planned.decision, value)
         log.debug("resolved %s", outcomes)  # KeyOutcome holds SecretValues: they print as ***
         return outcomes
 
