@@ -52,14 +52,19 @@ class _Entry(Generic[T]):
     plan: T
     tags: tuple[str, ...]
     expires: float
+    size: int
 
 
 class ResolveCache(Generic[T]):
     """What resolves read, per (workspace, run user, keys); see the module docstring."""
 
-    def __init__(self, max_entries: int = 10_000, ttl: float = 30.0) -> None:
+    def __init__(self, max_entries: int = 10_000, ttl: float = 30.0, max_bytes: int = 32 * 1024 * 1024) -> None:
         self.max_entries = max_entries
         self.ttl = ttl
+        # Bounded in bytes as well as entries: one plan can hold hundreds of 64 KiB values, and the
+        # server must stay small (the benchmark checks its peak memory).
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._entries: OrderedDict[tuple[str, str, tuple[str, ...]], _Entry[T]] = OrderedDict()
         self._by_tag: dict[str, set[tuple[str, str, tuple[str, ...]]]] = {}
         # Bumped by every invalidation: a read that started before a bump must not be stored.
@@ -83,15 +88,18 @@ class ResolveCache(Generic[T]):
         self.hits += 1
         return entry.plan
 
-    def put(self, key: tuple[str, str, tuple[str, ...]], plan: T, read_epoch: int) -> None:
-        if not self.enabled or read_epoch != self.epoch:
+    def put(self, key: tuple[str, str, tuple[str, ...]], plan: T, read_epoch: int, size: int = 0) -> None:
+        """Stores a plan of about `size` bytes, unless an invalidation happened since the read
+        began (`read_epoch`) or the plan alone would take more than a sixteenth of the budget."""
+        if not self.enabled or read_epoch != self.epoch or size > self.max_bytes // 16:
             return
         tags = (workspace_tag(key[0]), user_tag(key[1]))
         self._drop(key)
-        self._entries[key] = _Entry(plan, tags, time.monotonic() + self.ttl)
+        self._entries[key] = _Entry(plan, tags, time.monotonic() + self.ttl, size)
+        self.bytes += size
         for tag in tags:
             self._by_tag.setdefault(tag, set()).add(key)
-        while len(self._entries) > self.max_entries:
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
             oldest = next(iter(self._entries))
             self._drop(oldest)
 
@@ -99,6 +107,7 @@ class ResolveCache(Generic[T]):
         entry = self._entries.pop(key, None)
         if entry is None:
             return
+        self.bytes -= entry.size
         for tag in entry.tags:
             keys = self._by_tag.get(tag)
             if keys is not None:
@@ -116,6 +125,7 @@ class ResolveCache(Generic[T]):
         self.epoch += 1
         self._entries.clear()
         self._by_tag.clear()
+        self.bytes = 0
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -75,7 +75,8 @@ class ResolverService:
             async with self._db.connection() as conn:
                 snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys)
             plan = plan_resolve(snapshot, workspace_id, run_user_id, keys)
-            self._cache.put(cache_key, plan, epoch)
+            size = sum(len(p.sealed) + len(k) + 200 for k, p in plan.items())  # 200: objects around them
+            self._cache.put(cache_key, plan, epoch, size)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "resolve plan for %s / %s: %s", workspace_id, run_user_id, [p.decision for p in plan.values()]
