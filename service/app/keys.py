@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import secrets as pysecrets
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,10 +60,13 @@ class _Entry:
 
 
 class DataKeys:
-    def __init__(self, db: Database, keyring: KeyringSource) -> None:
+    def __init__(self, db: Database, keyring: KeyringSource, max_tenants: int = 100_000) -> None:
         self._db = db
         self.keyring = keyring
-        self._cache: dict[Tenant, _Entry] = {}
+        # Bounded (oldest loaded first out): a few hundred bytes per tenant, and a busy service
+        # sees many users' personal tenants. An evicted key is simply unwrapped again.
+        self._max_tenants = max_tenants
+        self._cache: OrderedDict[Tenant, _Entry] = OrderedDict()
         self._locks: dict[Tenant, asyncio.Lock] = {}
 
     def cached(self, tenant: Tenant, generation: int) -> DataKey | None:
@@ -86,6 +90,8 @@ class DataKeys:
         for tenant, tenant_rows in by_tenant.items():
             keys = {r.generation: self._unwrap(r) for r in tenant_rows}
             self._cache[tenant] = _Entry(keys[max(keys)], keys)
+        while len(self._cache) > self._max_tenants:
+            self._cache.popitem(last=False)
 
     async def load(self, tenants: list[Tenant]) -> None:
         """Loads and unwraps the data keys of tenants not yet cached, in one query."""
@@ -129,6 +135,7 @@ class DataKeys:
                 stored = await repo.insert_data_key(conn, candidate)
             # Another replica may have created it first: use whatever is stored.
             self._remember([stored])
+            self._locks.pop(tenant, None)
             return self._cache[tenant].latest
 
     def open_cached(self, tenant: Tenant, scope: Scope, key: str, version: int, sealed: bytes) -> SecretValue | None:
