@@ -30,7 +30,7 @@ from service.app.editor import EditorService
 from service.app.keys import DataKeys, KeyringSource
 from service.app.operations import OperationsService
 from service.app.resolver import ResolvePlan, ResolverService
-from service.auth import AuthInterceptor, Principals
+from service.auth import AuthInterceptor, Principals, PrincipalsSource
 from service.config import Settings
 from service.crypto.keyring import Keyring
 from service.domain.limits import MAX_MESSAGE_BYTES
@@ -92,7 +92,7 @@ class Prepared:
 
     settings: Settings
     keyring: KeyringSource
-    principals: Principals
+    principals: PrincipalsSource
     dev_tokens: dict[str, str]
     fresh_tokens: bool
 
@@ -116,7 +116,9 @@ def prepare(settings: Settings) -> Prepared:
         fresh = generated is not None
         tokens = generated or devmode.saved_dev_tokens(settings.data_dir)
     named = replace(settings, keyring_file=keyring_path, principals_file=principals_path)
-    return Prepared(named, KeyringSource(keyring_path, keyring), principals, tokens, fresh)
+    return Prepared(
+        named, KeyringSource(keyring_path, keyring), PrincipalsSource(principals_path, principals), tokens, fresh
+    )
 
 
 async def _watch_database(db: Database, health_servicer: health_aio.HealthServicer) -> None:
