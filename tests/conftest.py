@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
@@ -111,3 +112,17 @@ def metadata(role: str = "editor", user: str | None = None) -> list[tuple[str, s
 
 def keyring_json(path: Path) -> dict[str, object]:
     return dict(json.loads(path.read_text()))
+
+
+@pytest.fixture(autouse=True)
+async def _no_unhandled_loop_exceptions() -> AsyncIterator[None]:
+    """Fails a test during which the event loop saw an exception nobody handled (a task that
+    died unobserved, a callback that raised), as asyncpg's own test base does."""
+    loop = asyncio.get_running_loop()
+    seen: list[dict[str, object]] = []
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    yield
+    await asyncio.sleep(0)
+    loop.set_exception_handler(previous)
+    assert not seen, f"unhandled exceptions in the event loop: {[c.get('message') for c in seen]}"
