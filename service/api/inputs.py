@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from google.protobuf import struct_pb2
 
 from service.domain import templates
-from service.domain.errors import FieldViolation, InvalidArgument
-from service.domain.limits import MAX_INPUT_DEPTH
+from service.domain.errors import FieldViolation, InvalidArgument, ResourceExhausted
+from service.domain.limits import (
+    MAX_BLOCKS_PER_REQUEST,
+    MAX_INPUT_DEPTH,
+    MAX_KEYS_PER_REQUEST,
+    MAX_REFERENCES_PER_REQUEST,
+)
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
 
@@ -78,3 +84,30 @@ def _walk_value(value: struct_pb2.Value, path: str, depth: int, where: str, foun
             raise _too_deep(where)
         for i, item in enumerate(value.list_value.values):
             _walk_value(item, f"{path}[{i}]", depth + 1, where, found)
+
+
+def sites_in_blocks(blocks: Sequence[tuple[str, struct_pb2.Struct]]) -> tuple[list[list[Site]], list[str]]:
+    """The sites of each (block id, inputs) and the distinct keys they reference, in order, with
+    the per-request limits checked (SPEC 2.3 walk; limits in service/domain/limits.py)."""
+    if len(blocks) > MAX_BLOCKS_PER_REQUEST:
+        raise ResourceExhausted(f"a request may hold at most {MAX_BLOCKS_PER_REQUEST} blocks, got {len(blocks)}")
+    per_block: list[list[Site]] = []
+    keys: dict[str, None] = {}
+    references = 0
+    for i, (block_id, inputs) in enumerate(blocks):
+        if not block_id:
+            raise InvalidArgument(
+                f"blocks[{i}].block_id is required", [FieldViolation(f"blocks[{i}].block_id", "is required")]
+            )
+        sites = find_sites(inputs, f"blocks[{i}].inputs")
+        for site in sites:
+            for ref in site.template.references:
+                keys[ref.key] = None
+                references += 1
+        per_block.append(sites)
+    if references > MAX_REFERENCES_PER_REQUEST or len(keys) > MAX_KEYS_PER_REQUEST:
+        raise ResourceExhausted(
+            f"a request may hold at most {MAX_REFERENCES_PER_REQUEST} references to at most "
+            f"{MAX_KEYS_PER_REQUEST} distinct keys; got {references} to {len(keys)}"
+        )
+    return per_block, list(keys)

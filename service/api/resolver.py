@@ -9,11 +9,9 @@ import grpc
 
 from service.api import convert
 from service.api.common import caller
-from service.api.inputs import Site, find_sites
-from service.app.editor import require_id
+from service.api.inputs import Site, sites_in_blocks
 from service.app.resolver import KeyOutcome, ResolverService
-from service.domain import limits
-from service.domain.errors import InvalidArgument, ResourceExhausted
+from service.domain.keys import require_id
 from service.domain.resolution import block_error_message, run_user_for
 from service.errors import rpc
 from service.gen.secrets.v1 import common_pb2 as common
@@ -32,31 +30,12 @@ class ResolverServicer(pb_grpc.ResolverServicer):
         require_id("workspace_id", request.workspace_id)
         run_user = run_user_for(convert.trigger(request.trigger), request.triggering_user_id, request.workflow_owner_id)
         require_id("run user id", run_user)
-        if len(request.blocks) > limits.MAX_BLOCKS_PER_REQUEST:
-            raise ResourceExhausted(
-                f"a request may hold at most {limits.MAX_BLOCKS_PER_REQUEST} blocks, got {len(request.blocks)}"
-            )
         response = pb.ResolveInputsResponse(run_user_id=run_user)
-        sites_per_block: list[list[Site]] = []
-        keys: dict[str, None] = {}
-        references = 0
-        for i, block in enumerate(request.blocks):
-            if not block.block_id:
-                raise InvalidArgument(f"blocks[{i}].block_id is required")
-            result = response.blocks.add(block_id=block.block_id)
-            result.inputs.CopyFrom(block.inputs)
-            sites = find_sites(result.inputs, f"blocks[{i}].inputs")
-            for site in sites:
-                for ref in site.template.references:
-                    keys[ref.key] = None
-                    references += 1
-            sites_per_block.append(sites)
-        if references > limits.MAX_REFERENCES_PER_REQUEST or len(keys) > limits.MAX_KEYS_PER_REQUEST:
-            raise ResourceExhausted(
-                f"a request may hold at most {limits.MAX_REFERENCES_PER_REQUEST} references to at most "
-                f"{limits.MAX_KEYS_PER_REQUEST} distinct keys; got {references} to {len(keys)}"
-            )
-        outcomes = await self._resolver.resolve_keys(request.workspace_id, run_user, list(keys)) if keys else {}
+        for block in request.blocks:
+            # The response starts as a copy of the inputs; only strings with references change.
+            response.blocks.add(block_id=block.block_id).inputs.CopyFrom(block.inputs)
+        sites_per_block, keys = sites_in_blocks([(b.block_id, b.inputs) for b in response.blocks])
+        outcomes = await self._resolver.resolve_keys(request.workspace_id, run_user, keys) if keys else {}
         # Each value revealed once per call, however many places use it.
         texts = {key: o.value.reveal() for key, o in outcomes.items() if o.value is not None}
         failed = 0

@@ -8,11 +8,9 @@ import grpc
 
 from service.api import convert
 from service.api.common import caller
-from service.api.inputs import Site, find_sites
+from service.api.inputs import sites_in_blocks
 from service.app.editor import Details, EditorService
-from service.domain import limits
 from service.domain.batch import Change, OpKind
-from service.domain.errors import InvalidArgument, ResourceExhausted
 from service.domain.model import Scope, Trigger
 from service.domain.resolution import run_user_for
 from service.domain.values import SecretValue
@@ -198,18 +196,10 @@ class SecretStoreServicer(pb_grpc.SecretStoreServicer):
         trigger = convert.trigger(request.trigger)
         clicker = request.triggering_user_id or (who.user_id if trigger is Trigger.MANUAL else "")
         run_user = run_user_for(trigger, clicker, request.workflow_owner_id)
-        if len(request.blocks) > limits.MAX_BLOCKS_PER_REQUEST:
-            raise ResourceExhausted(f"a request may hold at most {limits.MAX_BLOCKS_PER_REQUEST} blocks")
-        found: list[tuple[str, Site]] = []
-        for i, block in enumerate(request.blocks):
-            if not block.block_id:
-                raise InvalidArgument(f"blocks[{i}].block_id is required")
-            found.extend((block.block_id, site) for site in find_sites(block.inputs, f"blocks[{i}].inputs"))
-        keys = list(dict.fromkeys(ref.key for _, site in found for ref in site.template.references))
-        if len(keys) > limits.MAX_KEYS_PER_REQUEST:
-            raise ResourceExhausted(f"a request may reference at most {limits.MAX_KEYS_PER_REQUEST} distinct keys")
+        sites_per_block, keys = sites_in_blocks([(b.block_id, b.inputs) for b in request.blocks])
         decisions = await self._editor.explain_keys(who, request.workspace_id, run_user, keys)
         response = pb.ExplainReferencesResponse(run_user_id=run_user)
+        found = [(b.block_id, site) for b, sites in zip(request.blocks, sites_per_block, strict=True) for site in sites]
         for block_id, site in found:
             for ref in site.template.references:
                 decision = decisions[ref.key]

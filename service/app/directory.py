@@ -5,9 +5,8 @@ from __future__ import annotations
 from service.app.audit import audit_record
 from service.app.cache import Changes, workspace_tag
 from service.app.context import Caller
-from service.app.editor import require_id
 from service.domain.errors import AlreadyExists, InvalidArgument, NotFound
-from service.domain.keys import email_problem, normalize_email
+from service.domain.keys import email_problem, normalize_email, require_id
 from service.domain.model import Permission
 from service.store import repository as repo
 from service.store.db import Database

@@ -31,9 +31,9 @@ from service.domain.keys import (
     MAX_DESCRIPTION_LENGTH,
     MAX_DISPLAY_NAME_LENGTH,
     email_problem,
-    id_problem,
     key_problem,
     normalize_email,
+    require_id,
 )
 from service.domain.model import Permission, Scope, SecretRole, Tenant
 from service.domain.resolution import Decision, decide_all
@@ -45,12 +45,6 @@ log = logging.getLogger(__name__)
 # A 10,000-line .env is the import the benchmark times; twice that is still one reasonable
 # transaction. The text itself is bounded by the gRPC message limit (4 MiB).
 MAX_IMPORT_ENTRIES = 20_000
-
-
-def require_id(what: str, value: str) -> None:
-    problem = id_problem(what, value)
-    if problem:
-        raise InvalidArgument(problem, [FieldViolation(what, problem)])
 
 
 def require_key(key: str, field: str = "key") -> None:

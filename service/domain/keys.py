@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from typing import Final
 
+from service.domain.errors import FieldViolation, InvalidArgument
+
 MAX_KEY_LENGTH: Final = 256
 # 64 KiB of UTF-8: large enough for a PEM bundle or a service-account JSON, small enough that a
 # resolve of many references stays within the default 4 MiB gRPC message size.
@@ -60,6 +62,13 @@ def id_problem(what: str, value: str) -> str | None:
     if "\x00" in value or not value.isprintable():
         return f"{what} contains control characters"
     return None
+
+
+def require_id(what: str, value: str) -> None:
+    """Raises InvalidArgument (with a field violation) when an opaque id is unusable."""
+    problem = id_problem(what, value)
+    if problem:
+        raise InvalidArgument(problem, [FieldViolation(what, problem)])
 
 
 def normalize_email(email: str) -> str:
