@@ -147,6 +147,17 @@ class EditorService:
         except UNAVAILABLE_ERRORS:
             log.warning("could not record a refused %s in the audit log: the database is unavailable", action)
 
+    async def _sealing_key(self, caller: Caller, workspace_id: str, scope: Scope, owner: str) -> DataKey:
+        """The data key to seal with. A workspace's key is created on its first save, so a
+        caller who is not a member is turned away first: a refused request must not leave a
+        data key behind for a workspace id it made up."""
+        tenant = Tenant.for_scope(scope, owner)
+        if scope is Scope.WORKSPACE and not self._keys.has(tenant):
+            async with self._db.connection() as conn:
+                permission = await repo.permission_of(conn, workspace_id, caller.user_id)
+            policy.require_member(permission, caller.user_id, workspace_id)
+        return await self._keys.for_sealing(tenant)
+
     # -- listing -------------------------------------------------------------------------------
 
     @audit_refusals("secrets.list")
@@ -194,7 +205,7 @@ class EditorService:
         log.debug("save in %s (%s) at revision %d: %s", workspace_id, scope.name, expected_revision, list(changes))
         batch.validate_changes(changes)
         owner = owner_of(scope, workspace_id, caller)
-        data_key = await self._keys.for_sealing(Tenant.for_scope(scope, owner))
+        data_key = await self._sealing_key(caller, workspace_id, scope, owner)
         async with self._changes.transaction(scope_tag(scope, owner)) as conn:
             permission = await repo.permission_of(conn, workspace_id, caller.user_id)
             if scope is Scope.WORKSPACE:
@@ -245,7 +256,7 @@ class EditorService:
                 f"an import may hold at most {MAX_IMPORT_ENTRIES} keys, got {len(parsed.entries)}; split the file"
             )
         owner = owner_of(scope, workspace_id, caller)
-        data_key = await self._keys.for_sealing(Tenant.for_scope(scope, owner))
+        data_key = await self._sealing_key(caller, workspace_id, scope, owner)
         async with self._changes.transaction(scope_tag(scope, owner)) as conn:
             permission = await repo.permission_of(conn, workspace_id, caller.user_id)
             workspace = scope is Scope.WORKSPACE
@@ -500,7 +511,7 @@ class EditorService:
                 "version must be a positive version number", [FieldViolation("version", "must be > 0")]
             )
         owner = owner_of(scope, workspace_id, caller)
-        data_key = await self._keys.for_sealing(Tenant.for_scope(scope, owner))
+        data_key = await self._sealing_key(caller, workspace_id, scope, owner)
         async with self._changes.transaction(scope_tag(scope, owner)) as conn:
             row, permission = await self._find(conn, caller, workspace_id, scope, key, lock=True)
             self._require_admin(caller, workspace_id, row, permission, "restoring a version of")

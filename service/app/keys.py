@@ -69,6 +69,9 @@ class DataKeys:
         self._cache: OrderedDict[Tenant, _Entry] = OrderedDict()
         self._locks: dict[Tenant, asyncio.Lock] = {}
 
+    def has(self, tenant: Tenant) -> bool:
+        return tenant in self._cache
+
     def cached(self, tenant: Tenant, generation: int) -> DataKey | None:
         entry = self._cache.get(tenant)
         return entry.by_generation.get(generation) if entry else None

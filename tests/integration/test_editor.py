@@ -483,3 +483,15 @@ async def test_removing_a_member_takes_away_every_use_in_one_step(recorded_api: 
     await api.member(other, leaver, READ)
     elsewhere = await api.resolve(other, {"b": {"v": "{{OWN}}"}}, user=leaver)
     assert not elsewhere.blocks[0].HasField("error")
+
+
+async def test_a_refused_save_leaves_no_data_key_behind(recorded_api: Api, database_url: str) -> None:
+    api = recorded_api
+    made_up, outsider = uid("ws"), uid("outsider")
+    err = await status_of(api.save(made_up, outsider, W, set_("K", "v"), expected=0))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    conn = await asyncpg.connect(database_url)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM data_keys WHERE tenant_id = $1", made_up) == 0
+    finally:
+        await conn.close()
