@@ -16,7 +16,7 @@ from pathlib import Path
 
 from service.crypto.aead import KEY_BYTES, Aead, IntegrityError
 from service.crypto.envelope import DataKey, open_sealed, sealed_generation
-from service.crypto.keyring import Keyring
+from service.crypto.keyring import Keyring, KeyringError
 from service.domain.errors import DataLoss
 from service.domain.model import Scope, Tenant
 from service.domain.values import SecretValue
@@ -47,9 +47,14 @@ class KeyringSource:
     def current(self) -> Keyring:
         stamp = self._file_stamp()
         if self._path is not None and stamp is not None and stamp != self._stamp:
-            self._keyring = Keyring.load(self._path)
             self._stamp = stamp
-            log.info("keyring reloaded: primary %s, keys %s", self._keyring.primary_id, self._keyring.key_ids)
+            try:
+                self._keyring = Keyring.load(self._path)
+            except KeyringError as exc:
+                # A bad edit must not take the service down: the keys it holds still work.
+                log.error("keyring file changed but cannot be used (%s); keeping the previous keyring", exc)
+            else:
+                log.info("keyring reloaded: primary %s, keys %s", self._keyring.primary_id, self._keyring.key_ids)
         return self._keyring
 
 

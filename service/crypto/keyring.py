@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import json
 import os
 import secrets as pysecrets
@@ -135,11 +136,21 @@ def new_keyring_document(key_ids: list[str] | None = None, primary: str | None =
 
 
 def write_private_json(path: Path, document: dict[str, Any]) -> None:
-    """Writes a file only its owner can read, created with mode 0600 (never world-readable,
-    not even between create and chmod)."""
+    """Writes a file only its owner can read: created with mode 0600 (never world-readable, not
+    even for a moment), then renamed over the old one, so a server re-reading the file sees the
+    old or the new content, never half of it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(document, fh, indent=2)
-        fh.write("\n")
-    os.chmod(path, 0o600)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(document, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(temporary, 0o600)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise

@@ -119,3 +119,16 @@ def test_private_json_is_written_with_mode_0600(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert Keyring.load(path).key_ids == ["k1"]
     assert json.loads(path.read_text())["primary"] == "k1"
+
+
+def test_a_broken_keyring_edit_keeps_the_previous_keyring(tmp_path: Path) -> None:
+    from service.app.keys import KeyringSource
+
+    path = tmp_path / "keyring.json"
+    write_private_json(path, new_keyring_document(["k1"]))
+    source = KeyringSource(path, Keyring.load(path))
+    path.write_text('{"primary": "k2", "keys": []}')
+    assert source.current().key_ids == ["k1"]
+    write_private_json(path, new_keyring_document(["k1", "k2"]))
+    assert source.current().primary_id == "k2"
+    assert [p.name for p in tmp_path.iterdir()] == ["keyring.json"]  # no temporary files left
