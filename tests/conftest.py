@@ -5,18 +5,26 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import settings
 
 from service.auth import hash_token
 from service.config import Settings
 from service.crypto.keyring import new_keyring_document, write_private_json
 from service.server import Running, start
 from tests import pg
+
+# Property tests: no per-example deadline (shared CI machines stall), and under CI a fixed
+# seed sequence, so that the gate is repeatable; locally each run explores new inputs.
+settings.register_profile("ci", deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("dev", deadline=None, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 TOKENS = {
     "editor": "test-editor-token",

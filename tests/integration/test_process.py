@@ -70,7 +70,7 @@ async def test_dev_mode_embedded_postgres_keeps_data_and_sigterm_drains(tmp_path
             # drained (they complete); calls still queued in gRPC core when it shuts down are
             # refused, as CANCELLED (grpc/grpc#41785) or UNAVAILABLE, before any handler runs.
             calls = [asyncio.ensure_future(save(i)) for i in range(40)]
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.15)
             loop = asyncio.get_running_loop()
             exit_code = await loop.run_in_executor(None, first.terminate)
             results = await asyncio.gather(*calls, return_exceptions=True)
