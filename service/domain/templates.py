@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
@@ -36,20 +36,12 @@ class Template:
     parts: tuple[str, ...]
     references: tuple[Reference, ...]
 
-    @property
-    def is_whole_reference(self) -> bool:
-        return len(self.references) == 1 and self.parts == ("", "")
-
     def render(self, lookup: Callable[[str], str]) -> str:
         out = [self.parts[0]]
         for ref, part in zip(self.references, self.parts[1:], strict=True):
             out.append(lookup(ref.key))
             out.append(part)
         return "".join(out)
-
-    def literal(self) -> str:
-        """The text with escapes applied and references kept as written."""
-        return self.render(lambda key: "{{" + key + "}}")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -92,9 +84,3 @@ def _parse(text: str) -> Template | None:
     current.append(text[pos:])
     parts.append("".join(current))
     return Template(tuple(parts), tuple(refs))
-
-
-def references_in(text: str) -> Iterator[Reference]:
-    template = parse(text)
-    if template is not None:
-        yield from template.references

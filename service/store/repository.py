@@ -64,16 +64,6 @@ async def member_with_email(conn: asyncpg.Connection, workspace_id: str, email: 
     return _member(r) if r else None
 
 
-async def get_member(conn: asyncpg.Connection, workspace_id: str, user_id: str) -> MemberRow | None:
-    r = await conn.fetchrow(
-        "SELECT workspace_id, user_id, email, permission, external, updated_at"
-        " FROM workspace_members WHERE workspace_id = $1 AND user_id = $2",
-        workspace_id,
-        user_id,
-    )
-    return _member(r) if r else None
-
-
 async def permission_of(conn: asyncpg.Connection, workspace_id: str, user_id: str) -> Permission | None:
     value = await conn.fetchval(
         "SELECT permission FROM workspace_members WHERE workspace_id = $1 AND user_id = $2", workspace_id, user_id

@@ -42,13 +42,6 @@ def test_render(text: str, expected: str) -> None:
     assert render(text) == expected
 
 
-def test_whole_reference_is_recognised() -> None:
-    whole = parse("{{ KEY }}")
-    assert whole is not None and whole.is_whole_reference
-    embedded = parse("x{{KEY}}")
-    assert embedded is not None and not embedded.is_whole_reference
-
-
 def test_strings_without_references_or_escapes_parse_to_none() -> None:
     assert parse("plain") is None
     assert parse("{{bad key}}") is None
