@@ -86,6 +86,7 @@ class Postgres:
 
     def __init__(self) -> None:
         self._server: Any = None
+        self.created: list[str] = []
         given = os.environ.get("SECRETS_BENCH_DATABASE_URL")
         if given:
             self.admin_url = given
@@ -106,9 +107,19 @@ class Postgres:
             await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
             await conn.close()
+        self.created.append(name)
         parts = self.admin_url.split("?", 1)
         base = parts[0].rsplit("/", 1)[0] + "/" + name
         return base + ("?" + parts[1] if len(parts) > 1 else "")
+
+    async def drop_created(self) -> None:
+        """Drops the databases this run made (a given server keeps no leftovers)."""
+        conn = await asyncpg.connect(self.admin_url)
+        try:
+            for name in self.created:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
 
     def close(self) -> None:
         if self._server is not None:
@@ -418,6 +429,7 @@ async def main() -> int:
         for each_server in servers:
             each_server.terminate()
             each_server.wait(30)
+        await postgres.drop_created()
         postgres.close()
 
 

@@ -50,6 +50,7 @@ async def main() -> None:
         if server is not None:
             server.terminate()
             server.wait(30)
+        await postgres.drop_created()
         postgres.close()
 
 
