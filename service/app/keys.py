@@ -146,14 +146,6 @@ class DataKeys:
             self._locks.pop(tenant, None)
             return self._cache[tenant].latest
 
-    def open_cached(self, tenant: Tenant, scope: Scope, key: str, version: int, sealed: bytes) -> SecretValue | None:
-        """`open` without awaiting: None when the data key is not cached yet (then call `open`)."""
-        try:
-            data_key = self.cached(tenant, sealed_generation(sealed))
-            return None if data_key is None else open_sealed(data_key, scope, key, version, sealed)
-        except IntegrityError:
-            raise _data_loss(key, version) from None
-
     async def open(self, tenant: Tenant, scope: Scope, key: str, version: int, sealed: bytes) -> SecretValue:
         """Opens a sealed value; any failure is DataLoss naming the secret (never its value)."""
         try:
@@ -161,8 +153,9 @@ class DataKeys:
             data_key = self.cached(tenant, generation) or await self.for_opening(tenant, generation)
             return open_sealed(data_key, scope, key, version, sealed)
         except IntegrityError:
-            raise _data_loss(key, version) from None
+            raise data_loss(key, version) from None
 
 
-def _data_loss(key: str, version: int) -> DataLoss:
+def data_loss(key: str, version: int) -> DataLoss:
+    """The error for a sealed value that failed to open: names the secret, never shows a value."""
     return DataLoss(f"secret {key!r} version {version} failed authentication: its sealed value was altered or moved")

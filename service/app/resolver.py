@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from service.app.audit import AuditBuffer
 from service.app.cache import ResolveCache
 from service.app.context import Caller
-from service.app.keys import DataKeys
+from service.app.keys import DataKeys, data_loss
+from service.crypto.aead import IntegrityError
+from service.crypto.envelope import Prepared, open_prepared, prepare
 from service.domain.model import Scope, Tenant
 from service.domain.resolution import Decision, decide_all
 from service.domain.values import SecretValue
@@ -29,11 +31,13 @@ class KeyOutcome:
 
 @dataclass(frozen=True, slots=True)
 class Planned:
-    """How to serve one key: the decision and, when a secret was chosen, where its sealed value is."""
+    """How to serve one key: the decision and, when a secret was chosen, its sealed value taken
+    apart for opening (None when the stored bytes are malformed: opening it is DataLoss)."""
 
     decision: Decision
     tenant: Tenant | None = None
-    sealed: bytes = b""
+    prepared: Prepared | None = None
+    size: int = 0
 
 
 # What a resolve of one (workspace, run user, keys) needs, decided once per database read and
@@ -54,8 +58,14 @@ def plan_resolve(
     for key, d in decisions.items():
         if d.chosen is None:
             plan[key] = Planned(d)
-        else:
-            plan[key] = Planned(d, tenants[d.chosen.scope], sealed[(d.chosen.scope, key)])
+            continue
+        tenant = tenants[d.chosen.scope]
+        stored = sealed[(d.chosen.scope, key)]
+        try:
+            prepared: Prepared | None = prepare(tenant, d.chosen.scope, key, d.chosen.version, stored)
+        except IntegrityError:
+            prepared = None
+        plan[key] = Planned(d, tenant, prepared, len(stored))
     return plan
 
 
@@ -75,7 +85,7 @@ class ResolverService:
             async with self._db.connection() as conn:
                 snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys)
             plan = plan_resolve(snapshot, workspace_id, run_user_id, keys)
-            size = sum(len(p.sealed) + len(k) + 200 for k, p in plan.items())  # 200: objects around them
+            size = sum(p.size + len(k) + 300 for k, p in plan.items())  # 300: the objects around them
             self._cache.put(cache_key, plan, epoch, size)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
@@ -90,10 +100,17 @@ class ResolverService:
             value = None
             chosen = planned.decision.chosen
             if chosen is not None and planned.tenant is not None:
+                prepared = planned.prepared
+                if prepared is None:
+                    raise data_loss(key, chosen.version)
                 # Synchronous while the data key is cached (nearly always); loads it otherwise.
-                value = self._keys.open_cached(planned.tenant, chosen.scope, key, chosen.version, planned.sealed)
-                if value is None:
-                    value = await self._keys.open(planned.tenant, chosen.scope, key, chosen.version, planned.sealed)
+                data_key = self._keys.cached(planned.tenant, prepared.generation)
+                if data_key is None:
+                    data_key = await self._keys.for_opening(planned.tenant, prepared.generation)
+                try:
+                    value = open_prepared(data_key, prepared)
+                except IntegrityError:
+                    raise data_loss(key, chosen.version) from None
             outcomes[key] = KeyOutcome(planned.decision, value)
         log.debug("resolved %s", outcomes)  # KeyOutcome holds SecretValues: they print as ***
         return outcomes

@@ -50,5 +50,12 @@ class Aead:
         except InvalidTag:
             raise IntegrityError() from None
 
+    def decrypt_split(self, nonce: bytes, body: bytes, associated_data: bytes) -> bytes:
+        """`decrypt` for a ciphertext already split into nonce and body (see envelope.Prepared)."""
+        try:
+            return self._cipher.decrypt(nonce, body, associated_data)
+        except InvalidTag:
+            raise IntegrityError() from None
+
     def __repr__(self) -> str:
         return "Aead(<key hidden>)"
