@@ -35,7 +35,7 @@ run: install
 # left out, loudly, since the service itself needs no Node.
 test: install gen-check
 	@if command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1; then \
-		(cd $(NODE_DIR) && npm install --no-audit --no-fund --silent >/dev/null) && \
+		(cd $(NODE_DIR) && npm ci --no-audit --no-fund --silent >/dev/null) && \
 		$(PY) -m pytest -q -p no:cacheprovider; \
 	else \
 		echo "node/npm not found: the Node client example (tests/node) is not run"; \
@@ -52,7 +52,7 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m mypy
-	cd $(NODE_DIR) && npm install --no-audit --no-fund --silent >/dev/null
+	cd $(NODE_DIR) && npm ci --no-audit --no-fund --silent >/dev/null
 	$(NODE_DIR)/node_modules/.bin/buf lint protos
 
 bench: install
