@@ -12,10 +12,7 @@ import enum
 import hashlib
 import hmac
 import json
-import logging
-import os
 import secrets as pysecrets
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,8 +21,7 @@ from typing import Any
 import grpc
 
 from service.app.context import Caller
-
-log = logging.getLogger(__name__)
+from service.watched import WatchedFile
 
 
 class Role(enum.StrEnum):
@@ -121,41 +117,11 @@ class Principals:
         return match
 
 
-class PrincipalsSource:
-    """The principals file, re-read when it changes, so that adding or revoking a token takes
-    effect within a second on every replica, without a restart. The file is looked at no more
-    than once a second; a file that no longer parses is logged and the previous set kept."""
-
-    def __init__(self, path: Path | None, principals: Principals, interval: float = 1.0) -> None:
-        self._path = path
-        self._principals = principals
-        self._interval = interval
-        self._checked = time.monotonic()
-        self._stamp = self._file_stamp()
-
-    def _file_stamp(self) -> tuple[int, int] | None:
-        if self._path is None:
-            return None
-        try:
-            st = os.stat(self._path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
-
-    def current(self) -> Principals:
-        now = time.monotonic()
-        if self._path is None or now - self._checked < self._interval:
-            return self._principals
-        self._checked = now
-        stamp = self._file_stamp()
-        if stamp is not None and stamp != self._stamp:
-            self._stamp = stamp
-            try:
-                self._principals = Principals.load(self._path)
-                log.info("principals reloaded: %d principals", len(self._principals))
-            except PrincipalsError as exc:
-                log.error("principals file changed but cannot be used (%s); keeping the previous principals", exc)
-        return self._principals
+def principals_source(path: Path | None, principals: Principals) -> WatchedFile[Principals]:
+    """The principals file, re-read within a second of a change, so that adding or revoking a
+    token takes effect on every replica without a restart. Looked at at most once a second: the
+    check sits on every call's path."""
+    return WatchedFile("principals", path, principals, Principals.load, (PrincipalsError,), interval=1.0)
 
 
 # The caller of the RPC being served, set by the interceptor for the handler's task.
@@ -191,7 +157,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     service is refused, not let through.
     """
 
-    def __init__(self, principals: PrincipalsSource) -> None:
+    def __init__(self, principals: WatchedFile[Principals]) -> None:
         self._principals = principals
 
     async def intercept_service(

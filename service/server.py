@@ -27,10 +27,10 @@ from service.app.audit import AuditBuffer
 from service.app.cache import Changes, Invalidations, ResolveCache
 from service.app.directory import DirectoryService
 from service.app.editor import EditorService
-from service.app.keys import DataKeys, KeyringSource
+from service.app.keys import DataKeys, keyring_source
 from service.app.operations import OperationsService
 from service.app.resolver import ResolvePlan, ResolverService
-from service.auth import AuthInterceptor, Principals, PrincipalsSource
+from service.auth import AuthInterceptor, Principals, principals_source
 from service.config import Settings
 from service.crypto.keyring import Keyring
 from service.domain.limits import MAX_MESSAGE_BYTES
@@ -41,6 +41,7 @@ from service.gen.secrets.v1 import (
     secret_store_pb2,
 )
 from service.store.db import Database, EmbeddedPostgres
+from service.watched import WatchedFile
 
 log = logging.getLogger("service")
 
@@ -91,8 +92,8 @@ class Prepared:
     """What must exist once, before any worker starts: keys, principals and the database URL."""
 
     settings: Settings
-    keyring: KeyringSource
-    principals: PrincipalsSource
+    keyring: WatchedFile[Keyring]
+    principals: WatchedFile[Principals]
     dev_tokens: dict[str, str]
     fresh_tokens: bool
 
@@ -117,7 +118,7 @@ def prepare(settings: Settings) -> Prepared:
         tokens = generated or devmode.saved_dev_tokens(settings.data_dir)
     named = replace(settings, keyring_file=keyring_path, principals_file=principals_path)
     return Prepared(
-        named, KeyringSource(keyring_path, keyring), PrincipalsSource(principals_path, principals), tokens, fresh
+        named, keyring_source(keyring_path, keyring), principals_source(principals_path, principals), tokens, fresh
     )
 
 

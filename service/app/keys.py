@@ -8,54 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import secrets as pysecrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
 from service.crypto.aead import KEY_BYTES, Aead, IntegrityError
-from service.crypto.envelope import DataKey, open_sealed, sealed_generation
+from service.crypto.envelope import DataKey, Prepared, open_prepared, prepare
 from service.crypto.keyring import Keyring, KeyringError
 from service.domain.errors import DataLoss
 from service.domain.model import Scope, Tenant
 from service.domain.values import SecretValue
 from service.store import repository as repo
 from service.store.db import Database
+from service.watched import WatchedFile
 
 log = logging.getLogger(__name__)
 
 
-class KeyringSource:
+def keyring_source(path: Path | None, keyring: Keyring) -> WatchedFile[Keyring]:
     """The keyring, re-read when its file changes, so an operator can add a key and make it
-    primary without a restart (then call RotateKeys)."""
-
-    def __init__(self, path: Path | None, keyring: Keyring) -> None:
-        self._path = path
-        self._keyring = keyring
-        self._stamp = self._file_stamp()
-
-    def _file_stamp(self) -> tuple[int, int] | None:
-        if self._path is None:
-            return None
-        try:
-            st = os.stat(self._path)
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
-
-    def current(self) -> Keyring:
-        stamp = self._file_stamp()
-        if self._path is not None and stamp is not None and stamp != self._stamp:
-            self._stamp = stamp
-            try:
-                self._keyring = Keyring.load(self._path)
-            except KeyringError as exc:
-                # A bad edit must not take the service down: the keys it holds still work.
-                log.error("keyring file changed but cannot be used (%s); keeping the previous keyring", exc)
-            else:
-                log.info("keyring reloaded: primary %s, keys %s", self._keyring.primary_id, self._keyring.key_ids)
-        return self._keyring
+    primary without a restart (then call RotateKeys). Looked at whenever a data key is created
+    or unwrapped, which is rare, so on every use."""
+    return WatchedFile("keyring", path, keyring, Keyring.load, (KeyringError,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +40,7 @@ class _Entry:
 
 
 class DataKeys:
-    def __init__(self, db: Database, keyring: KeyringSource, max_tenants: int = 100_000) -> None:
+    def __init__(self, db: Database, keyring: WatchedFile[Keyring], max_tenants: int = 100_000) -> None:
         self._db = db
         self.keyring = keyring
         # Bounded (oldest loaded first out): a few hundred bytes per tenant, and a busy service
@@ -149,9 +124,18 @@ class DataKeys:
     async def open(self, tenant: Tenant, scope: Scope, key: str, version: int, sealed: bytes) -> SecretValue:
         """Opens a sealed value; any failure is DataLoss naming the secret (never its value)."""
         try:
-            generation = sealed_generation(sealed)
-            data_key = self.cached(tenant, generation) or await self.for_opening(tenant, generation)
-            return open_sealed(data_key, scope, key, version, sealed)
+            prepared = prepare(tenant, scope, key, version, sealed)
+        except IntegrityError:
+            raise data_loss(key, version) from None
+        return await self.open_prepared(tenant, key, version, prepared)
+
+    async def open_prepared(self, tenant: Tenant, key: str, version: int, prepared: Prepared) -> SecretValue:
+        """`open` for a value already taken apart (the resolve cache keeps them so)."""
+        data_key = self.cached(tenant, prepared.generation)
+        if data_key is None:
+            data_key = await self.for_opening(tenant, prepared.generation)
+        try:
+            return open_prepared(data_key, prepared)
         except IntegrityError:
             raise data_loss(key, version) from None
 

@@ -12,7 +12,7 @@ from service.app.cache import ResolveCache
 from service.app.context import Caller
 from service.app.keys import DataKeys, data_loss
 from service.crypto.aead import IntegrityError
-from service.crypto.envelope import Prepared, open_prepared, prepare
+from service.crypto.envelope import Prepared, prepare
 from service.domain.model import Scope, Tenant
 from service.domain.resolution import Decision, decide_all
 from service.domain.values import SecretValue
@@ -100,17 +100,9 @@ class ResolverService:
             value = None
             chosen = planned.decision.chosen
             if chosen is not None and planned.tenant is not None:
-                prepared = planned.prepared
-                if prepared is None:
+                if planned.prepared is None:
                     raise data_loss(key, chosen.version)
-                # Synchronous while the data key is cached (nearly always); loads it otherwise.
-                data_key = self._keys.cached(planned.tenant, prepared.generation)
-                if data_key is None:
-                    data_key = await self._keys.for_opening(planned.tenant, prepared.generation)
-                try:
-                    value = open_prepared(data_key, prepared)
-                except IntegrityError:
-                    raise data_loss(key, chosen.version) from None
+                value = await self._keys.open_prepared(planned.tenant, key, chosen.version, planned.prepared)
             outcomes[key] = KeyOutcome(planned.decision, value)
         log.debug("resolved %s", outcomes)  # KeyOutcome holds SecretValues: they print as ***
         return outcomes

@@ -45,10 +45,7 @@ class Aead:
     def decrypt(self, ciphertext: bytes, associated_data: bytes) -> bytes:
         if len(ciphertext) < NONCE_BYTES + TAG_BYTES:
             raise IntegrityError()
-        try:
-            return self._cipher.decrypt(ciphertext[:NONCE_BYTES], ciphertext[NONCE_BYTES:], associated_data)
-        except InvalidTag:
-            raise IntegrityError() from None
+        return self.decrypt_split(ciphertext[:NONCE_BYTES], ciphertext[NONCE_BYTES:], associated_data)
 
     def decrypt_split(self, nonce: bytes, body: bytes, associated_data: bytes) -> bytes:
         """`decrypt` for a ciphertext already split into nonce and body (see envelope.Prepared)."""

@@ -69,15 +69,7 @@ def seal(data_key: DataKey, scope: Scope, key: str, version: int, value: SecretV
 
 
 def open_sealed(data_key: DataKey, scope: Scope, key: str, version: int, sealed: bytes) -> SecretValue:
-    if sealed_generation(sealed) != data_key.generation:
-        raise IntegrityError()
-    header = sealed[: _HEADER.size]
-    ad = header + value_associated_data(data_key.tenant, scope, key, version)
-    plaintext = data_key.aead.decrypt(sealed[_HEADER.size :], ad)
-    try:
-        return SecretValue(plaintext.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise IntegrityError() from None
+    return open_prepared(data_key, prepare(data_key.tenant, scope, key, version, sealed))
 
 
 @dataclass(frozen=True, slots=True)

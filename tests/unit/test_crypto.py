@@ -122,11 +122,11 @@ def test_private_json_is_written_with_mode_0600(tmp_path: Path) -> None:
 
 
 def test_a_broken_keyring_edit_keeps_the_previous_keyring(tmp_path: Path) -> None:
-    from service.app.keys import KeyringSource
+    from service.app.keys import keyring_source
 
     path = tmp_path / "keyring.json"
     write_private_json(path, new_keyring_document(["k1"]))
-    source = KeyringSource(path, Keyring.load(path))
+    source = keyring_source(path, Keyring.load(path))
     path.write_text('{"primary": "k2", "keys": []}')
     assert source.current().key_ids == ["k1"]
     write_private_json(path, new_keyring_document(["k1", "k2"]))
