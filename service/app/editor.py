@@ -160,14 +160,22 @@ class EditorService:
 
     # -- listing -------------------------------------------------------------------------------
 
+    async def _both_scopes(
+        self, conn: asyncpg.Connection, caller: Caller, workspace_id: str
+    ) -> tuple[Permission, list[repo.SecretRow], list[repo.SecretRow]]:
+        """The caller's permission (members only) with the workspace's and their own secrets."""
+        permission = policy.require_member(
+            await repo.permission_of(conn, workspace_id, caller.user_id), caller.user_id, workspace_id
+        )
+        workspace = await repo.list_secrets(conn, Scope.WORKSPACE, workspace_id, caller.user_id)
+        personal = await repo.list_secrets(conn, Scope.PERSONAL, caller.user_id, caller.user_id)
+        return permission, workspace, personal
+
     @audit_refusals("secrets.list")
     async def list_secrets(self, caller: Caller, workspace_id: str) -> Listing:
         require_id("workspace_id", workspace_id)
         async with self._db.connection() as conn:
-            permission = await repo.permission_of(conn, workspace_id, caller.user_id)
-            policy.require_member(permission, caller.user_id, workspace_id)
-            workspace = await repo.list_secrets(conn, Scope.WORKSPACE, workspace_id, caller.user_id)
-            personal = await repo.list_secrets(conn, Scope.PERSONAL, caller.user_id, caller.user_id)
+            _, workspace, personal = await self._both_scopes(conn, caller, workspace_id)
             w_rev, p_rev = await repo.revisions(conn, workspace_id, caller.user_id)
         workspace_keys = {s.key for s in workspace}
         shadowed = frozenset(s.key for s in personal if s.key in workspace_keys)
@@ -181,10 +189,7 @@ class EditorService:
         if len(prefix) > 256:
             raise InvalidArgument("prefix is longer than a key can be", [FieldViolation("prefix", "too long")])
         async with self._db.connection() as conn:
-            permission = await repo.permission_of(conn, workspace_id, caller.user_id)
-            policy.require_member(permission, caller.user_id, workspace_id)
-            workspace = await repo.list_secrets(conn, Scope.WORKSPACE, workspace_id, caller.user_id)
-            personal = await repo.list_secrets(conn, Scope.PERSONAL, caller.user_id, caller.user_id)
+            permission, workspace, personal = await self._both_scopes(conn, caller, workspace_id)
         usable = [
             s
             for s in workspace

@@ -111,6 +111,11 @@ class WrappedDataKey:
     wrapped: bytes
 
 
+def _wrapped_key(r: asyncpg.Record) -> WrappedDataKey:
+    tenant = Tenant(TenantKind(r["tenant_kind"]), r["tenant_id"])
+    return WrappedDataKey(tenant, r["generation"], r["master_key_id"], r["wrapped"])
+
+
 _LATEST_DATA_KEY = """
 SELECT generation, master_key_id, wrapped FROM data_keys
  WHERE tenant_kind = $1 AND tenant_id = $2 ORDER BY generation DESC LIMIT 1
@@ -129,12 +134,7 @@ async def data_keys_for(conn: asyncpg.Connection, tenants: Sequence[Tenant]) -> 
         [t.kind.value for t in tenants],
         [t.id for t in tenants],
     )
-    return [
-        WrappedDataKey(
-            Tenant(TenantKind(r["tenant_kind"]), r["tenant_id"]), r["generation"], r["master_key_id"], r["wrapped"]
-        )
-        for r in rows
-    ]
+    return [_wrapped_key(r) for r in rows]
 
 
 async def insert_data_key(conn: asyncpg.Connection, key: WrappedDataKey) -> WrappedDataKey:
@@ -166,12 +166,7 @@ async def data_keys_not_under(conn: asyncpg.Connection, master_key_id: str, limi
         master_key_id,
         limit,
     )
-    return [
-        WrappedDataKey(
-            Tenant(TenantKind(r["tenant_kind"]), r["tenant_id"]), r["generation"], r["master_key_id"], r["wrapped"]
-        )
-        for r in rows
-    ]
+    return [_wrapped_key(r) for r in rows]
 
 
 async def rewrap_data_key(conn: asyncpg.Connection, key: WrappedDataKey, master_key_id: str, wrapped: bytes) -> None:
