@@ -1,0 +1,1 @@
+"""Regression tests, one file per finding of the security review (issue 9)."""
