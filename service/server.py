@@ -27,7 +27,7 @@ from service.app.audit import AuditBuffer
 from service.app.cache import Changes, Invalidations, ResolveCache
 from service.app.directory import DirectoryService
 from service.app.editor import EditorService
-from service.app.keys import DataKeys, keyring_source
+from service.app.keys import DataKeys, keyring_source, verify_keyring
 from service.app.operations import OperationsService
 from service.app.resolver import ResolvePlan, ResolverService
 from service.auth import AuthInterceptor, Principals, principals_source
@@ -162,6 +162,7 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     try:
         db = await Database.connect(url)
         await db.migrate()
+        await verify_keyring(db, keyring)  # SPEC 4.2: refuse a keyring that strands data keys
     except BaseException:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)

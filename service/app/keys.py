@@ -13,12 +13,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.config import ConfigError
 from service.crypto.aead import KEY_BYTES, Aead, IntegrityError
 from service.crypto.envelope import DataKey, Prepared, open_prepared, prepare
-from service.crypto.keyring import Keyring, KeyringError
-from service.domain.errors import DataLoss
+from service.crypto.keyring import Keyring, KeyringError, UnknownMasterKey, stranded
+from service.domain.errors import DataLoss, FailedPrecondition
 from service.domain.model import Scope, Tenant
 from service.domain.values import SecretValue
+from service.store import keychecks
 from service.store import repository as repo
 from service.store.db import Database
 from service.watched import WatchedFile
@@ -26,11 +28,56 @@ from service.watched import WatchedFile
 log = logging.getLogger(__name__)
 
 
-def keyring_source(path: Path | None, keyring: Keyring) -> WatchedFile[Keyring]:
+class KeyUse:
+    """What any keyring must keep able to open (SPEC 4.2), as this process last learned it: how
+    many data keys each master key id wraps, and the check value recorded for each key id. Read
+    from the database at start-up and after RotateKeys, and kept up to date by this process's own
+    data-key creation; so the reload check is synchronous and costs no query."""
+
+    def __init__(self) -> None:
+        self.in_use: dict[str, int] | None = None  # None until read from the database
+        self.recorded: dict[str, bytes] = {}
+        self.version = 0  # bumped on every change, so answers cached from the old state are dropped
+
+    def learn(self, in_use: dict[str, int], recorded: dict[str, bytes]) -> None:
+        self.in_use = in_use
+        self.recorded = recorded
+        self.version += 1
+
+    def note_recorded(self, recorded: dict[str, bytes]) -> None:
+        self.recorded = recorded
+        self.version += 1
+
+    def count(self, key_id: str) -> None:
+        """One more data key is wrapped under `key_id` (nothing changes before start-up has read
+        the database: until then nothing counts as usable anyway)."""
+        if self.in_use is not None:
+            self.in_use = {**self.in_use, key_id: self.in_use.get(key_id, 0) + 1}
+            self.version += 1
+
+    def accept(self, keyring: Keyring) -> None:
+        """Refuses (KeyringError) a reloaded keyring that cannot open every data key in use."""
+        if self.in_use is None:
+            return  # before start-up has read the database; start-up checks whatever is current then
+        problem = stranded(keyring, self.in_use, self.recorded)
+        if problem:
+            raise KeyringError(f"refused: {problem.describe()}")
+
+
+class KeyringFile(WatchedFile[Keyring]):
     """The keyring, re-read when its file changes, so an operator can add a key and make it
     primary without a restart (then call RotateKeys). Looked at whenever a data key is created
-    or unwrapped, which is rare, so on every use."""
-    return WatchedFile("keyring", path, keyring, Keyring.load, (KeyringError,))
+    or unwrapped, which is rare, so on every use. A changed file that would strand data keys
+    (a key removed, or its material changed, while data keys use it) is refused: logged at
+    ERROR, and the keys already loaded keep serving."""
+
+    def __init__(self, path: Path | None, keyring: Keyring) -> None:
+        self.use = KeyUse()
+        super().__init__("keyring", path, keyring, Keyring.load, (KeyringError,))
+
+
+def keyring_source(path: Path | None, keyring: Keyring) -> KeyringFile:
+    return KeyringFile(path, keyring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +95,54 @@ class DataKeys:
         self._max_tenants = max_tenants
         self._cache: OrderedDict[Tenant, _Entry] = OrderedDict()
         self._locks: dict[Tenant, asyncio.Lock] = {}
+        # A plain WatchedFile (tests) gets no reload check, but `usable` still works.
+        self._use = keyring.use if isinstance(keyring, KeyringFile) else KeyUse()
+        self._judged: tuple[Keyring, int] | None = None
+        self._usable = False
+
+    def usable(self) -> bool:
+        """Whether the current keyring can open every data key in use: it holds every master key
+        id that data keys are wrapped under, with the recorded check values. False until start-up
+        has read the database. Cheap (a stat of the keyring file; the answer is recomputed only
+        when the keyring or what is known of the database changed) and never raises."""
+        try:
+            keyring = self.keyring.current()
+            judged = (keyring, self._use.version)
+            if self._judged is None or self._judged[0] is not keyring or self._judged[1] != judged[1]:
+                in_use = self._use.in_use
+                self._usable = in_use is not None and not stranded(keyring, in_use, self._use.recorded)
+                self._judged = judged
+            return self._usable
+        except Exception:
+            log.exception("cannot tell whether the keyring opens every data key; saying it does not")
+            return False
+
+    async def verify_keyring(self) -> None:
+        """The start-up check (see `verify_keyring`), for a DataKeys built on its own."""
+        await verify_keyring(self._db, self.keyring, self._use)
+
+    async def refresh_use(self) -> None:
+        """Re-reads which master keys data keys use, and the check values (after RotateKeys)."""
+        async with self._db.connection() as conn:
+            in_use = await repo.count_data_keys_by_master(conn)
+            recorded = await keychecks.check_values(conn)
+        self._use.learn(in_use, recorded)
+
+    async def record_key(self, keyring: Keyring, key_id: str) -> None:
+        """Makes sure the check value of `key_id` is recorded before it wraps a data key, and that
+        a recorded one matches (FailedPrecondition if not: the id was recorded with other material)."""
+        mine = keyring.check_values[key_id]
+        if self._use.recorded.get(key_id) == mine:
+            return
+        async with self._db.transaction() as conn:
+            await keychecks.record_check_values(conn, {key_id: mine})
+            recorded = await keychecks.check_values(conn)
+        self._use.note_recorded(recorded)
+        if recorded.get(key_id) != mine:
+            raise FailedPrecondition(
+                f"master key {key_id!r} in the keyring file is not the key this database recorded under that id; "
+                "restore the keyring file (never change a key's material under the same id)"
+            )
 
     def has(self, tenant: Tenant) -> bool:
         return tenant in self._cache
@@ -59,6 +154,12 @@ class DataKeys:
     def _unwrap(self, row: repo.WrappedDataKey) -> DataKey:
         try:
             material = self.keyring.current().unwrap(str(row.tenant), row.wrapped)
+        except UnknownMasterKey as exc:
+            # Data keys use a master key this process did not know of (another replica's keyring):
+            # health must not say SERVING while they cannot be opened.
+            if (self._use.in_use or {}).get(exc.key_id, 0) == 0:
+                self._use.count(exc.key_id)
+            raise
         except IntegrityError:
             raise DataLoss(
                 f"the data key of {row.tenant.kind.name.lower()} {row.tenant.id!r} failed authentication; "
@@ -112,10 +213,12 @@ class DataKeys:
             if entry is not None:
                 return entry.latest
             keyring = self.keyring.current()
+            await self.record_key(keyring, keyring.primary_id)
             material = pysecrets.token_bytes(KEY_BYTES)
             candidate = repo.WrappedDataKey(tenant, 1, keyring.primary_id, keyring.wrap(str(tenant), material))
             async with self._db.connection() as conn:
                 stored = await repo.insert_data_key(conn, candidate)
+            self._use.count(stored.master_key_id)
             # Another replica may have created it first: use whatever is stored.
             self._remember([stored])
             self._locks.pop(tenant, None)
@@ -138,6 +241,31 @@ class DataKeys:
             return open_prepared(data_key, prepared)
         except IntegrityError:
             raise data_loss(key, version) from None
+
+
+async def verify_keyring(db: Database, keyring: WatchedFile[Keyring], use: KeyUse | None = None) -> None:
+    """The start-up check of SPEC 4.2: raises ConfigError (one line naming the key ids and the
+    data keys under each) when the keyring cannot open every data key in use, because a master key
+    is missing or its material differs from the check value recorded for its id. Otherwise records
+    the check value of every keyring key this database has not seen yet, and leaves what it read
+    with the keyring file's reload check (`use`, by default the keyring file's own)."""
+    current = keyring.current()
+    async with db.transaction() as conn:
+        in_use = await repo.count_data_keys_by_master(conn)
+        recorded = await keychecks.check_values(conn)
+        problem = stranded(current, in_use, recorded)
+        if not problem:
+            await keychecks.record_check_values(
+                conn, {k: v for k, v in current.check_values.items() if k not in recorded}
+            )
+            recorded = await keychecks.check_values(conn)
+            problem = stranded(current, in_use, recorded)  # another replica may have recorded first
+    if problem:
+        raise ConfigError(f"cannot start: {problem.describe()}")
+    if use is None and isinstance(keyring, KeyringFile):
+        use = keyring.use
+    if use is not None:
+        use.learn(in_use, recorded)
 
 
 def data_loss(key: str, version: int) -> DataLoss:

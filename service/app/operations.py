@@ -57,6 +57,7 @@ class OperationsService:
         while the service keeps serving (data key bytes do not change, so caches stay valid)."""
         keyring = self._keys.keyring.current()
         primary = keyring.primary_id
+        await self._keys.record_key(keyring, primary)
         rewrapped = 0
         while True:
             async with self._db.transaction() as conn:
@@ -75,6 +76,8 @@ class OperationsService:
                     await repo.insert_audit(conn, audit_record(caller, "", "keys.rotate", detail=detail))
             if len(batch) < ROTATION_BATCH:
                 break
+        # What the keyring must keep opening changed: the reload check and health learn it.
+        await self._keys.refresh_use()
         async with self._db.connection() as conn:
             counts = await repo.count_data_keys_by_master(conn)
         log.info("key rotation: %d data keys re-wrapped under %s", rewrapped, primary)

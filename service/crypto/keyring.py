@@ -11,17 +11,23 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
+import hmac
 import json
 import os
 import secrets as pysecrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 from service.crypto.aead import KEY_BYTES, Aead, IntegrityError
 
 WRAP_FORMAT: Final = 1
 _WRAP_AD_PREFIX: Final = b"secrets.v1/data-key\x00"
+_CHECK_LABEL: Final = b"secrets.v1/key-check"
 MAX_KEY_ID_LENGTH: Final = 64
 
 
@@ -38,6 +44,53 @@ class UnknownMasterKey(Exception):
             "put it back in the keyring, or run RotateKeys before removing a key"
         )
         self.key_id = key_id
+
+
+def check_value(material: bytes) -> bytes:
+    """The key check value of a master key: HMAC-SHA256 under the key of a fixed label. It tells
+    whether two keys are the same key, and (HMAC being a PRF) nothing about the material."""
+    return hmac.new(material, _CHECK_LABEL, hashlib.sha256).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class Stranded:
+    """Data keys a keyring cannot open: their master key is missing, or its material changed."""
+
+    missing: dict[str, int]
+    changed: dict[str, int]
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.changed)
+
+    def describe(self) -> str:
+        """One line naming the key ids and how many data keys each one wraps."""
+
+        def listed(ids: dict[str, int]) -> str:
+            return ", ".join(f"{key_id!r} ({n} data key{'' if n == 1 else 's'})" for key_id, n in sorted(ids.items()))
+
+        parts = []
+        if self.missing:
+            parts.append(f"missing master key {listed(self.missing)}")
+        if self.changed:
+            parts.append(f"master key with changed material {listed(self.changed)}")
+        total = sum(self.missing.values()) + sum(self.changed.values())
+        return (
+            f"the keyring would strand {total} data key{'' if total == 1 else 's'}: {'; '.join(parts)}; "
+            "restore the keyring file that holds these keys (remove a key only after Operations/RotateKeys "
+            "has moved every data key off it, and never change a key's material under the same id)"
+        )
+
+
+def stranded(keyring: Keyring, in_use: Mapping[str, int], recorded: Mapping[str, bytes]) -> Stranded:
+    """What `keyring` cannot open, given how many data keys each master key id wraps (`in_use`)
+    and the check values recorded for key ids (`recorded`). A recorded key id whose material
+    differs counts even when no data key uses it: the id was seen with other material."""
+    checks = keyring.check_values
+    missing = {k: n for k, n in in_use.items() if n > 0 and k not in checks}
+    changed = {
+        k: in_use.get(k, 0) for k, v in recorded.items() if k in checks and not hmac.compare_digest(v, checks[k])
+    }
+    return Stranded(missing, changed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +125,7 @@ class Keyring:
             if len(material) != KEY_BYTES:
                 raise KeyringError(f"key {key_id!r} must be {KEY_BYTES} bytes, got {len(material)}")
         self._aeads = {key_id: Aead(material) for key_id, material in keys.items()}
+        self.check_values: dict[str, bytes] = {key_id: check_value(material) for key_id, material in keys.items()}
         self.primary_id = primary
 
     @property

@@ -10,7 +10,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from service.config import Settings
+from service.config import ConfigError, Settings
 from service.crypto.keyring import new_keyring_document, write_private_json
 from service.gen.secrets.v1 import common_pb2 as common
 from service.gen.secrets.v1 import directory_pb2 as dpb
@@ -76,15 +76,17 @@ async def test_rotation_rewraps_every_data_key_online_and_the_old_key_can_go(
     assert new_keyring_main([str(keyring), "--add-key", "k2"]) == 0
     assert await key_status(api) == {"k1": (tenants, False, True), "k2": (0, True, True)}
 
-    # Without rotation, a keyring without k1 cannot open anything: k1 is still needed.
+    # Without rotation, k1 is still needed: the tool will not remove it, and a server given a
+    # keyring without it (made by hand) refuses to start, naming k1 and its data keys.
     only_k2 = tmp_path / "only-k2.json"
     shutil.copy(keyring, only_k2)
-    assert new_keyring_main([str(only_k2), "--remove-key", "k1"]) == 0
-    blind = await launch(own_database, only_k2, principals, tmp_path / "blind")
-    (ws0, user0) = next(iter(expected))
-    err = await status_of(blind.api.resolve(ws0, {"b": {"v": "{{SHARED}}"}}, user=user0))
-    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "'k1'" in (err.details() or "")
-    await blind.close()
+    assert (
+        await asyncio.to_thread(new_keyring_main, [str(only_k2), "--remove-key", "k1", "--database-url", own_database])
+        == 1
+    )
+    assert new_keyring_main([str(only_k2), "--remove-key", "k1", "--force-unchecked"]) == 0
+    with pytest.raises(ConfigError, match=rf"missing master key 'k1' \({tenants} data keys\)"):
+        await launch(own_database, only_k2, principals, tmp_path / "blind")
 
     async def resolve_all() -> int:
         done = 0
@@ -113,7 +115,10 @@ async def test_rotation_rewraps_every_data_key_online_and_the_old_key_can_go(
     assert (again.rewrapped, again.already_current) == (0, tenants)
     await first.close()
 
-    assert new_keyring_main([str(keyring), "--remove-key", "k1"]) == 0
+    assert (
+        await asyncio.to_thread(new_keyring_main, [str(keyring), "--remove-key", "k1", "--database-url", own_database])
+        == 0
+    )
     second = await launch(own_database, keyring, principals, tmp_path / "b")
     try:
         for (ws, user), want in expected.items():
