@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
+import asyncpg
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
@@ -26,9 +27,16 @@ from service.auth import current_caller
 from service.crypto.aead import IntegrityError
 from service.crypto.keyring import UnknownMasterKey
 from service.domain import errors as e
-from service.store.db import call_deadline
+from service.store.db import CONNECTION_ERRORS, call_deadline
 
 log = logging.getLogger(__name__)
+
+# Serialization failures and deadlocks: the transaction was rolled back whole and can be retried.
+_RETRYABLE_DB_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,
+)
 
 _CODES: list[tuple[type[e.DomainError], grpc.StatusCode]] = [
     (e.InvalidArgument, grpc.StatusCode.INVALID_ARGUMENT),
@@ -75,6 +83,16 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[st
         return code, exc.message, tuple(rpc_status.to_status(status).trailing_metadata)
     if isinstance(exc, IntegrityError):
         return grpc.StatusCode.DATA_LOSS, "a sealed value failed authentication", None
+    # What the database says about a call is the caller's to retry or fix, never our INTERNAL.
+    # The messages are ours: the database's own may quote the row it refused.
+    if isinstance(exc, CONNECTION_ERRORS):
+        return grpc.StatusCode.UNAVAILABLE, "the database is unavailable; retry shortly", None
+    if isinstance(exc, _RETRYABLE_DB_ERRORS):
+        return grpc.StatusCode.ABORTED, "the call conflicted with a concurrent change; retry it", None
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return grpc.StatusCode.ALREADY_EXISTS, "it already exists (a concurrent call created it)", None
+    if isinstance(exc, asyncpg.QueryCanceledError):
+        return grpc.StatusCode.UNAVAILABLE, "the database took too long; retry shortly", None
     if isinstance(exc, UnknownMasterKey):
         return grpc.StatusCode.FAILED_PRECONDITION, str(exc), None
     reference = uuid.uuid4().hex[:12]

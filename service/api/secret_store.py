@@ -11,6 +11,7 @@ from service.api.common import caller
 from service.api.inputs import sites_in_blocks
 from service.app.editor import Details, EditorService
 from service.domain.batch import Change, OpKind
+from service.domain.keys import require_id
 from service.domain.model import Scope, Trigger
 from service.domain.resolution import run_user_for
 from service.domain.values import SecretValue
@@ -193,11 +194,17 @@ class SecretStoreServicer(pb_grpc.SecretStoreServicer):
         self, request: pb.ExplainReferencesRequest, context: Ctx
     ) -> pb.ExplainReferencesResponse:
         who = caller()
+        require_id("triggering_user_id", request.triggering_user_id, required=False)
+        require_id("workflow_owner_id", request.workflow_owner_id, required=False)
         trigger = convert.trigger(request.trigger)
         clicker = request.triggering_user_id or (who.user_id if trigger is Trigger.MANUAL else "")
         run_user = run_user_for(trigger, clicker, request.workflow_owner_id)
-        sites_per_block, keys = sites_in_blocks([(b.block_id, b.inputs) for b in request.blocks])
-        decisions = await self._editor.explain_keys(who, request.workspace_id, run_user, keys)
+        sites_per_block, decisions = await self._editor.explain(
+            who,
+            request.workspace_id,
+            run_user,
+            lambda: sites_in_blocks([(b.block_id, b.inputs) for b in request.blocks]),
+        )
         response = pb.ExplainReferencesResponse(run_user_id=run_user)
         found = [(b.block_id, site) for b, sites in zip(request.blocks, sites_per_block, strict=True) for site in sites]
         for block_id, site in found:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -43,6 +44,38 @@ def audit_record(
     )
 
 
+# Longest text kept in one audit column. Callers' ids are checked at the edge (256 characters);
+# this is the second line of defence for what reaches the log by any other road.
+MAX_AUDIT_TEXT = 2000
+
+
+def _clean_text(text: str) -> str:
+    if text.isprintable() and len(text) <= MAX_AUDIT_TEXT:
+        return text
+    printable = "".join(c if c.isprintable() else "\ufffd" for c in text[:MAX_AUDIT_TEXT])
+    return printable + ("..." if len(text) > MAX_AUDIT_TEXT else "")
+
+
+def clean_record(event: repo.AuditRecord) -> repo.AuditRecord:
+    """The record with every text field printable and bounded (NUL cannot be stored at all)."""
+    return dataclasses.replace(
+        event,
+        principal=_clean_text(event.principal),
+        action=_clean_text(event.action),
+        outcome=_clean_text(event.outcome),
+        user_id=_clean_text(event.user_id),
+        workspace_id=_clean_text(event.workspace_id),
+        execution_id=_clean_text(event.execution_id),
+        detail=_clean_text(event.detail),
+        keys=tuple((_clean_text(k), s, v) for k, s, v in event.keys),
+    )
+
+
+def _name(exc: BaseException) -> str:
+    # The type only: a database error's message may quote the row, and rows hold ids.
+    return type(exc).__name__
+
+
 class AuditBuffer:
     def __init__(self, db: Database, interval: float = 0.05, max_pending: int = 100_000) -> None:
         self._db = db
@@ -60,6 +93,10 @@ class AuditBuffer:
         if len(self._pending) >= self._max_pending:
             # Bounded: with the database gone for long, memory must not grow without limit.
             self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.error(
+                    "audit buffer full (%d pending): %d resolve events dropped so far", len(self._pending), self.dropped
+                )
             return
         self._pending.append(event)
         self._wakeup.set()
@@ -69,13 +106,36 @@ class AuditBuffer:
         round: taking them too would turn one batch into a stream of one-row COPYs under load."""
         events, self._pending = self._pending, []
         for start in range(0, len(events), 5000):
+            chunk = events[start : start + 5000]
             try:
                 async with self._db.transaction() as conn:
-                    await repo.insert_audit_many(conn, events[start : start + 5000])
+                    await repo.insert_audit_many(conn, chunk)
             except UNAVAILABLE_ERRORS:
                 # Keep them for the next attempt; the database is away.
                 self._pending[:0] = events[start:]
                 raise
+            except Exception as exc:
+                # One record the database refuses must not cost the others their place in the
+                # log: write this batch's records one by one, cleaned, and count what still fails.
+                log.error(
+                    "a batch of %d audit events was refused (%s); writing them one by one", len(chunk), _name(exc)
+                )
+                await self._write_one_by_one(chunk)
+
+    async def _write_one_by_one(self, events: Sequence[repo.AuditRecord]) -> None:
+        lost = 0
+        for i, event in enumerate(events):
+            try:
+                async with self._db.transaction() as conn:
+                    await repo.insert_audit(conn, clean_record(event))
+            except UNAVAILABLE_ERRORS:
+                self._pending[:0] = list(events[i:])
+                raise
+            except Exception as exc:
+                lost += 1
+                log.error("an audit event (%s) could not be written and is lost: %s", event.action, _name(exc))
+        if lost:
+            self.dropped += lost
 
     async def _run(self) -> None:
         while True:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import OrderedDict
@@ -145,7 +146,14 @@ class Invalidations:
         self._task = asyncio.create_task(self._run(), name="cache-invalidations")
 
     def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        self._cache.invalidate(payload.split(","))
+        tags = decode_tags(payload)
+        if tags is None:
+            # Not a payload this service sent: drop everything rather than guess which entries
+            # it meant (failing closed costs one round trip per resolve until they refill).
+            log.error("cache invalidation with an unreadable payload; clearing the resolve cache")
+            self._cache.clear()
+            return
+        self._cache.invalidate(tags)
 
     def _on_terminate(self, conn: Any) -> None:
         self._cache.enabled = False
@@ -195,7 +203,24 @@ class Invalidations:
 async def notify(conn: asyncpg.Connection, tags: Iterable[str]) -> None:
     """Queues a change notification inside the caller's transaction; Postgres delivers it to
     every listener when (and only if) the transaction commits."""
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, ",".join(sorted(set(tags))))
+    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, encode_tags(tags))
+
+
+def encode_tags(tags: Iterable[str]) -> str:
+    """The notification payload: a JSON array, because ids may hold any character a separator
+    could be (a comma-joined list split `w:a,b` into `w:a` and `b`, and the member removed from
+    workspace `a,b` kept resolving until the entry expired)."""
+    return json.dumps(sorted(set(tags)))
+
+
+def decode_tags(payload: str) -> list[str] | None:
+    try:
+        tags = json.loads(payload)
+    except ValueError:
+        return None
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        return None
+    return tags
 
 
 class Changes:

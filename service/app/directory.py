@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncpg
+
 from service.app.audit import audit_record
 from service.app.cache import Changes, workspace_tag
 from service.app.context import Caller
-from service.domain.errors import AlreadyExists, InvalidArgument, NotFound
-from service.domain.keys import email_problem, normalize_email, require_id
+from service.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from service.domain.keys import require_email, require_id
 from service.domain.model import Permission
 from service.store import repository as repo
 from service.store.db import Database
@@ -22,17 +24,21 @@ class DirectoryService:
     ) -> tuple[repo.MemberRow, bool]:
         require_id("workspace_id", workspace_id)
         require_id("user_id", user_id)
-        email = normalize_email(email)
-        problem = email_problem(email)
-        if problem:
-            raise InvalidArgument(problem)
+        email = require_email(email)
         if permission is None:
-            raise InvalidArgument("permission is required: WORKSPACE_PERMISSION_READ, _WRITE or _ADMIN")
+            raise InvalidArgument(
+                "permission is required: WORKSPACE_PERMISSION_READ, _WRITE or _ADMIN",
+                [FieldViolation("permission", "must be WORKSPACE_PERMISSION_READ, _WRITE or _ADMIN")],
+            )
         async with self._changes.transaction(workspace_tag(workspace_id)) as conn:
             other = await repo.member_with_email(conn, workspace_id, email)
             if other is not None and other.user_id != user_id:
                 raise AlreadyExists(f"email is already used by member {other.user_id!r} of this workspace")
-            member, created = await repo.put_member(conn, workspace_id, user_id, email, permission, external)
+            try:
+                member, created = await repo.put_member(conn, workspace_id, user_id, email, permission, external)
+            except asyncpg.UniqueViolationError:
+                # Another call gave the same email to another member after the check above.
+                raise AlreadyExists("email is already used by another member of this workspace") from None
             detail = f"permission {permission.name}{' (external)' if external else ''}"
             await repo.insert_audit(
                 conn, audit_record(caller, workspace_id, "member.put", user_id=user_id, detail=detail)

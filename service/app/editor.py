@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -16,7 +17,7 @@ from service.app.context import Caller
 from service.app.keys import DataKeys
 from service.crypto.envelope import DataKey, seal
 from service.domain import batch, policy
-from service.domain.dotenv import parse_dotenv
+from service.domain.dotenv import DotenvResult, parse_dotenv
 from service.domain.errors import (
     DomainError,
     FailedPrecondition,
@@ -30,13 +31,12 @@ from service.domain.errors import (
 from service.domain.keys import (
     MAX_DESCRIPTION_LENGTH,
     MAX_DISPLAY_NAME_LENGTH,
-    email_problem,
     key_problem,
-    normalize_email,
+    require_email,
     require_id,
 )
 from service.domain.model import Permission, Scope, SecretRole, Tenant
-from service.domain.resolution import Decision, decide_all
+from service.domain.resolution import Decision, decide_all, shadowed_keys
 from service.store import repository as repo
 from service.store.db import UNAVAILABLE_ERRORS, Database
 
@@ -137,6 +137,7 @@ class EditorService:
         self._db = db
         self._keys = keys
         self._changes = changes
+        self._parse_slots = asyncio.Semaphore(PARSE_SLOTS)
 
     async def _record_refusal(self, caller: Caller, workspace_id: str, action: str, exc: DomainError) -> None:
         outcome = "conflict" if isinstance(exc, RevisionConflict) else "denied"
@@ -175,10 +176,9 @@ class EditorService:
     async def list_secrets(self, caller: Caller, workspace_id: str) -> Listing:
         require_id("workspace_id", workspace_id)
         async with self._db.connection() as conn:
-            _, workspace, personal = await self._both_scopes(conn, caller, workspace_id)
+            permission, workspace, personal = await self._both_scopes(conn, caller, workspace_id)
             w_rev, p_rev = await repo.revisions(conn, workspace_id, caller.user_id)
-        workspace_keys = {s.key for s in workspace}
-        shadowed = frozenset(s.key for s in personal if s.key in workspace_keys)
+        shadowed = shadowed_keys(permission, [s.candidate for s in workspace], [s.candidate for s in personal])
         return Listing(workspace, personal, shadowed, w_rev, p_rev)
 
     @audit_refusals("secrets.referenceable")
@@ -196,8 +196,8 @@ class EditorService:
             if s.key.startswith(prefix) and policy.can_use_workspace_secret(permission, s.restricted, s.caller_role)
         ]
         mine = [s for s in personal if s.key.startswith(prefix)]
-        usable_keys = {s.key for s in usable}
-        return Referenceable(usable, mine, frozenset(s.key for s in mine if s.key in usable_keys))
+        shadowed = shadowed_keys(permission, [s.candidate for s in workspace], [s.candidate for s in mine])
+        return Referenceable(usable, mine, shadowed)
 
     # -- saving --------------------------------------------------------------------------------
 
@@ -247,7 +247,12 @@ class EditorService:
         expected_revision: int,
     ) -> ImportResult:
         require_id("workspace_id", workspace_id)
-        parsed = parse_dotenv(content)
+        # Membership first: the parse is the costly part of an import, and a caller who may not
+        # import here must not be able to spend it (SPEC: nothing costly before authorisation).
+        async with self._db.connection() as conn:
+            permission = await repo.permission_of(conn, workspace_id, caller.user_id)
+        policy.require_member(permission, caller.user_id, workspace_id)
+        parsed = await _parse_off_loop(content, self._parse_slots)
         log.debug(
             "import into %s (%s): %d entries, %d problems",
             workspace_id,
@@ -265,8 +270,7 @@ class EditorService:
         async with self._changes.transaction(scope_tag(scope, owner)) as conn:
             permission = await repo.permission_of(conn, workspace_id, caller.user_id)
             workspace = scope is Scope.WORKSPACE
-            if workspace:
-                policy.require_member(permission, caller.user_id, workspace_id)
+            policy.require_member(permission, caller.user_id, workspace_id)
             revision = await repo.lock_revision(conn, scope, owner) if not dry_run else None
             if revision is not None and revision != expected_revision:
                 raise RevisionConflict(expected_revision, revision)
@@ -285,14 +289,10 @@ class EditorService:
                     ops.append(batch.Op(batch.OpKind.CREATE, entry.key, 1, value=entry.value))
                     lines.append(ImportLine(entry.key, entry.line, "created", note))
                     continue
-                tenant = data_key.tenant
-                if await self._keys.open(tenant, scope, current.key, current.version, current.sealed) == entry.value:
-                    lines.append(ImportLine(entry.key, entry.line, "unchanged", note))
-                elif not overwrite_existing:
-                    lines.append(
-                        ImportLine(entry.key, entry.line, "skipped", _join(note, "exists; overwrite_existing is off"))
-                    )
-                elif workspace and not policy.can_modify_workspace_secret(permission, current.caller_role):
+                if workspace and not policy.can_modify_workspace_secret(permission, current.caller_role):
+                    # Decided before any value is opened: a caller who may not change the secret
+                    # gets the same answer whether the imported value equals the stored one or
+                    # not, so an import cannot confirm a guess (SPEC 2.2).
                     lines.append(
                         ImportLine(
                             entry.key,
@@ -301,11 +301,32 @@ class EditorService:
                             _join(note, "changing it needs workspace ADMIN or the secret's ADMIN role"),
                         )
                     )
+                    continue
+                tenant = data_key.tenant
+                if await self._keys.open(tenant, scope, current.key, current.version, current.sealed) == entry.value:
+                    lines.append(ImportLine(entry.key, entry.line, "unchanged", note))
+                elif not overwrite_existing:
+                    lines.append(
+                        ImportLine(entry.key, entry.line, "skipped", _join(note, "exists; overwrite_existing is off"))
+                    )
                 else:
                     ops.append(batch.Op(batch.OpKind.UPDATE, entry.key, current.version + 1, value=entry.value))
                     lines.append(ImportLine(entry.key, entry.line, "updated", note))
+            summary = f"{len(ops)} written, {len(lines) - len(ops)} not written, {len(problems)} problem lines"
             if dry_run:
-                # A dry run changes nothing: the transaction only read.
+                # A dry run changes no secret, but it is audited like a real import: it is how
+                # an editor learns which keys exist and which values are unchanged.
+                await repo.insert_audit(
+                    conn,
+                    audit_record(
+                        caller,
+                        workspace_id,
+                        "secrets.import",
+                        outcome="dry_run",
+                        keys=[(op.key, int(scope), op.version) for op in ops],
+                        detail="dry run: " + summary.replace(" written", " would be written", 1),
+                    ),
+                )
                 w_rev, p_rev = await repo.revisions(conn, workspace_id, caller.user_id)
                 return ImportResult(lines, problems, w_rev if workspace else p_rev, True)
             assert revision is not None
@@ -320,7 +341,7 @@ class EditorService:
                     workspace_id,
                     "secrets.import",
                     keys=[(op.key, int(scope), op.version) for op in ops],
-                    detail=f"{len(ops)} written, {len(lines) - len(ops)} not written, {len(problems)} problem lines",
+                    detail=summary,
                 ),
             )
         return ImportResult(lines, problems, revision, False)
@@ -465,10 +486,7 @@ class EditorService:
             return await self._details(conn, fresh, workspace_id)
 
     async def _member_target(self, conn: asyncpg.Connection, workspace_id: str, email: str) -> repo.MemberRow:
-        email = normalize_email(email)
-        problem = email_problem(email)
-        if problem:
-            raise InvalidArgument(f"email: {problem}", [FieldViolation("email", problem)])
+        email = require_email(email)
         target = await repo.member_with_email(conn, workspace_id, email)
         if target is None:
             raise NotFound(f"no member of workspace {workspace_id!r} has email {email!r}")
@@ -518,6 +536,9 @@ class EditorService:
         owner = owner_of(scope, workspace_id, caller)
         data_key = await self._sealing_key(caller, workspace_id, scope, owner)
         async with self._changes.transaction(scope_tag(scope, owner)) as conn:
+            # Lock order, the same in every transaction that takes both: the scope's revision row
+            # first, then secret rows. Taking them the other way round deadlocked with saves.
+            revision = await repo.lock_revision(conn, scope, owner)
             row, permission = await self._find(conn, caller, workspace_id, scope, key, lock=True)
             self._require_admin(caller, workspace_id, row, permission, "restoring a version of")
             if version == row.version:
@@ -540,7 +561,6 @@ class EditorService:
                 ],
                 keep=batch.VERSIONS_KEPT,
             )
-            revision = await repo.lock_revision(conn, scope, owner)
             await repo.set_revision(conn, scope, owner, revision + 1)
             await repo.insert_audit(
                 conn,
@@ -559,18 +579,36 @@ class EditorService:
     # -- references ----------------------------------------------------------------------------
 
     @audit_refusals("references.explain")
-    async def explain_keys(
-        self, caller: Caller, workspace_id: str, run_user_id: str, keys: Sequence[str]
-    ) -> dict[str, Decision]:
-        """What a run by `run_user_id` would use for each key; values are never opened."""
+    async def explain(
+        self, caller: Caller, workspace_id: str, run_user_id: str, find_keys: Callable[[], tuple[T, list[str]]]
+    ) -> tuple[T, dict[str, Decision]]:
+        """What a run by `run_user_id` would use for each key that `find_keys` finds; values are
+        never opened. `find_keys` (the walk of the request's inputs) runs only once the caller is
+        known to be allowed to ask: the walk is the costly part."""
         require_id("workspace_id", workspace_id)
         async with self._db.connection() as conn:
             permission = await repo.permission_of(conn, workspace_id, caller.user_id)
-            policy.require_member(permission, caller.user_id, workspace_id)
-            snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys) if keys else None
-        if snapshot is None:
-            return {}
-        return decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows])
+        policy.require_explain(permission, caller.user_id, run_user_id, workspace_id)
+        found, keys = find_keys()
+        if not keys:
+            return found, {}
+        async with self._db.connection() as conn:
+            snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys)
+        return found, decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows])
+
+
+# Texts up to this size are parsed on the event loop (well under a millisecond); larger ones in a
+# worker thread, so a 4 MiB import cannot stall health checks and resolves for its duration.
+INLINE_PARSE_CHARS = 64 * 1024
+# At most this many large parses at once: each holds its text and entries in memory.
+PARSE_SLOTS = 2
+
+
+async def _parse_off_loop(content: str, slots: asyncio.Semaphore) -> DotenvResult:
+    if len(content) <= INLINE_PARSE_CHARS:
+        return parse_dotenv(content)
+    async with slots:
+        return await asyncio.to_thread(parse_dotenv, content)
 
 
 def _join(first: str, second: str) -> str:

@@ -12,8 +12,8 @@ MAX_KEY_LENGTH: Final = 256
 # resolve of many references stays within the default 4 MiB gRPC message size.
 MAX_VALUE_BYTES: Final = 64 * 1024
 # Ids come from the platform (workspace, user, workflow, execution); they are opaque, but bounded
-# so that a bad caller cannot make us store or log megabytes per row.
-MAX_ID_LENGTH: Final = 200
+# so that a bad caller cannot make us store or log megabytes per row (SPEC 2.1: 256, emails 320).
+MAX_ID_LENGTH: Final = 256
 MAX_EMAIL_LENGTH: Final = 320
 MAX_DISPLAY_NAME_LENGTH: Final = 200
 MAX_DESCRIPTION_LENGTH: Final = 2000
@@ -53,20 +53,28 @@ def value_problem(value: str) -> str | None:
     return None
 
 
-def id_problem(what: str, value: str) -> str | None:
-    """Why an opaque id (workspace_id, user_id, ...) is unusable, or None."""
+def _has_control(value: str) -> bool:
+    # NUL breaks Postgres text and COPY; other control characters (newlines, escapes, DEL, C1)
+    # forge log lines and audit rows. isprintable() is false for all of them (and for the Unicode
+    # line and paragraph separators), and true for ordinary non-ASCII text.
+    return not value.isprintable()
+
+
+def id_problem(what: str, value: str, *, required: bool = True, max_length: int = MAX_ID_LENGTH) -> str | None:
+    """Why a caller-supplied identifier is unusable, or None: the one rule (SPEC 2.1) for
+    workspace, user, workflow and execution ids, page tokens and the like."""
     if not value:
-        return f"{what} is required"
-    if len(value) > MAX_ID_LENGTH:
-        return f"{what} is longer than {MAX_ID_LENGTH} characters"
-    if "\x00" in value or not value.isprintable():
-        return f"{what} contains control characters"
+        return f"{what} is required" if required else None
+    if len(value) > max_length:
+        return f"{what} is longer than {max_length} characters"
+    if _has_control(value):
+        return f"{what} contains NUL or other control characters"
     return None
 
 
-def require_id(what: str, value: str) -> None:
-    """Raises InvalidArgument (with a field violation) when an opaque id is unusable."""
-    problem = id_problem(what, value)
+def require_id(what: str, value: str, *, required: bool = True, max_length: int = MAX_ID_LENGTH) -> None:
+    """Raises InvalidArgument (with a field violation naming `what`) when an identifier is unusable."""
+    problem = id_problem(what, value, required=required, max_length=max_length)
     if problem:
         raise InvalidArgument(problem, [FieldViolation(what, problem)])
 
@@ -75,12 +83,20 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def email_problem(email: str) -> str | None:
-    if not email:
-        return "email is required"
-    if len(email) > MAX_EMAIL_LENGTH:
-        return f"email is longer than {MAX_EMAIL_LENGTH} characters"
+def email_problem(email: str, what: str = "email") -> str | None:
+    problem = id_problem(what, email, max_length=MAX_EMAIL_LENGTH)
+    if problem:
+        return problem
     local, at, domain = email.partition("@")
     if not at or not local or not domain or any(c.isspace() for c in email):
-        return "email is not an email address"
+        return f"{what} is not an email address"
     return None
+
+
+def require_email(email: str, what: str = "email") -> str:
+    """The normalized email, or InvalidArgument naming the field."""
+    normalized = normalize_email(email)
+    problem = email_problem(normalized, what)
+    if problem:
+        raise InvalidArgument(problem, [FieldViolation(what, problem)])
+    return normalized

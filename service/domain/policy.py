@@ -73,6 +73,16 @@ def require_manage_members(permission: Permission | None, role: SecretRole | Non
         )
 
 
+def require_explain(permission: Permission | None, user_id: str, run_user_id: str, workspace_id: str) -> None:
+    """ExplainReferences for a run of another user shows which personal secrets that user has, so
+    it is for workspace admins (who debug automated runs) and the run user themself (SPEC 2.2)."""
+    require_member(permission, user_id, workspace_id)
+    if run_user_id != user_id and permission is not Permission.ADMIN:
+        raise PermissionDenied(
+            f"explaining a run of another user needs workspace ADMIN permission in workspace {workspace_id!r}"
+        )
+
+
 def require_may_take_role(permission: Permission | None, role: SecretRole | None, email: str) -> None:
     """Workspace admins are implicit admins of every workspace secret: they cannot be demoted to
     MEMBER or removed (role None) from one."""

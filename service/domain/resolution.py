@@ -81,6 +81,22 @@ def decide_all(
     return {k: decide(k, run_user_permission, workspace.get(k), personal.get(k)) for k in keys}
 
 
+def shadowed_keys(
+    run_user_permission: Permission | None, workspace: Iterable[Candidate], personal: Iterable[Candidate]
+) -> frozenset[str]:
+    """The personal keys that a run of their owner would not use because a workspace secret of
+    the same key wins for them. Decided by `decide`, the rule resolution itself applies, so
+    ListSecrets, ListReferenceable and a resolve cannot disagree (SPEC 2.4): a restricted
+    workspace secret the owner may not use shadows nothing."""
+    by_key = {c.key: c for c in workspace}
+    shadowed = set()
+    for mine in personal:
+        chosen = decide(mine.key, run_user_permission, by_key.get(mine.key), mine).chosen
+        if chosen is not None and chosen.scope is Scope.WORKSPACE:
+            shadowed.add(mine.key)
+    return frozenset(shadowed)
+
+
 def block_error_message(block_id: str, field_path: str, decision: Decision) -> str:
     assert decision.error is not None
     return (

@@ -237,6 +237,11 @@ class SecretRow:
     sealed: bytes = b""
     caller_role: SecretRole | None = None
 
+    @property
+    def candidate(self) -> Candidate:
+        """This secret as resolution sees it, for a run of the caller whose role was read."""
+        return Candidate(self.scope, self.key, self.version, self.restricted, self.caller_role)
+
 
 _ROW_COLUMNS = (
     "s.id, s.scope, s.owner_id, s.key, s.version, s.display_name, s.description, s.restricted,"

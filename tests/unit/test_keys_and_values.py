@@ -35,7 +35,10 @@ def test_value_problems_never_quote_the_value() -> None:
 
 def test_ids_and_emails() -> None:
     assert id_problem("workspace_id", "") == "workspace_id is required"
-    assert id_problem("user_id", "u" * 201) is not None
+    assert id_problem("user_id", "u" * 257) is not None
+    assert id_problem("user_id", "u" * 256) is None
+    assert id_problem("user_id", "a\x00b") is not None
+    assert email_problem("a\x00@b.c") is not None
     assert id_problem("user_id", "bad\nid") is not None
     assert email_problem("a@b.c") is None
     assert email_problem("nope") is not None
