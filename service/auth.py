@@ -3,6 +3,10 @@
 The principals file holds SHA-256 hashes of tokens, never tokens. A presented token is hashed and
 compared with every principal's hash in constant time, so the time a call takes says nothing
 about how close a guess was.
+
+The file fails closed (SPEC 4.3): an empty list means no principals, and a file that stops
+loading (invalid, deleted, unreadable) while the server runs revokes every token; the previous
+principals are never kept, or a revocation could be undone by a typo.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import enum
 import hashlib
 import hmac
 import json
+import logging
 import secrets as pysecrets
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -19,9 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from service.app.context import Caller
+from service.domain.keys import id_problem
 from service.watched import WatchedFile
+
+log = logging.getLogger(__name__)
 
 
 class Role(enum.StrEnum):
@@ -94,7 +105,7 @@ class Principals:
                 ) from None
             found.append(Principal(name, role_set, raw))
         if not found:
-            raise PrincipalsError("the principals file lists no principals")
+            log.warning("the principals file lists no principals: every token is refused")
         return cls(found)
 
     @classmethod
@@ -117,11 +128,18 @@ class Principals:
         return match
 
 
+def _no_principals(exc: Exception) -> Principals:
+    log.error("the principals file cannot be used: every token is refused until it loads again")
+    return Principals(())
+
+
 def principals_source(path: Path | None, principals: Principals) -> WatchedFile[Principals]:
     """The principals file, re-read within a second of a change, so that adding or revoking a
     token takes effect on every replica without a restart. Looked at at most once a second: the
-    check sits on every call's path."""
-    return WatchedFile("principals", path, principals, Principals.load, (PrincipalsError,), interval=1.0)
+    check sits on every call's path. A file that stops loading means no principals at all."""
+    return WatchedFile(
+        "principals", path, principals, Principals.load, (PrincipalsError,), interval=1.0, on_error=_no_principals
+    )
 
 
 # The caller of the RPC being served, set by the interceptor for the handler's task.
@@ -139,15 +157,28 @@ OPEN_SERVICES = frozenset(
     {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
 )
 USER_ID_HEADER = "x-user-id"
-MAX_USER_ID_LENGTH = 200
 
 
-def _rejecting_handler(code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler[Any, Any]:
+def _rejecting_handler(
+    code: grpc.StatusCode, message: str, trailing: tuple[tuple[str, str | bytes], ...] = ()
+) -> grpc.RpcMethodHandler[Any, Any]:
     async def reject(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        await context.abort(code, message)
+        await context.abort(code, message, trailing_metadata=trailing)
 
     # The request is never parsed: a caller we refuse gets no say in what we deserialize.
     return grpc.unary_unary_rpc_method_handler(reject)
+
+
+def _field_violation(field: str, description: str) -> tuple[tuple[str, str | bytes], ...]:
+    """The google.rpc.BadRequest trailer every INVALID_ARGUMENT of this service carries."""
+    packed = any_pb2.Any()
+    packed.Pack(
+        error_details_pb2.BadRequest(
+            field_violations=[error_details_pb2.BadRequest.FieldViolation(field=field, description=description)]
+        )
+    )
+    status = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0], message=description, details=[packed])
+    return tuple(rpc_status.to_status(status).trailing_metadata)
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
@@ -193,13 +224,19 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
                 f"principal {principal.name!r} lacks role {required.value!r} needed for {service}",
             )
         if required is Role.EDITOR:
+            # (HTTP/2 allows no leading or trailing whitespace in a header value; a blank one is
+            # treated as missing.)
             user_id = user_id.strip()
             if not user_id:
                 return _rejecting_handler(
                     grpc.StatusCode.UNAUTHENTICATED, f"editor calls need {USER_ID_HEADER}: <the user acted for>"
                 )
-            if len(user_id) > MAX_USER_ID_LENGTH or not user_id.isprintable():
-                return _rejecting_handler(grpc.StatusCode.INVALID_ARGUMENT, f"{USER_ID_HEADER} is not a valid user id")
+            # The one rule for ids: the header names the same users as every user_id field.
+            problem = id_problem(USER_ID_HEADER, user_id)
+            if problem:
+                return _rejecting_handler(
+                    grpc.StatusCode.INVALID_ARGUMENT, problem, _field_violation(USER_ID_HEADER, problem)
+                )
         # grpc.aio runs the interceptor and then the handler in one task per call, so the caller
         # set here is what the handler reads (and no other call can see it). Setting it here
         # rather than wrapping the handler keeps the hot path free of a per-call wrapper; if

@@ -1,4 +1,5 @@
-"""Tokens are added and revoked by editing the principals file, without a restart."""
+"""Tokens are added and revoked by editing the principals file, without a restart; a file that
+stops loading revokes every token (it fails closed, SPEC 4.3)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import grpc
 
 from service.auth import hash_token
 from service.config import Settings
-from service.crypto.keyring import new_keyring_document, write_private_json
+from service.crypto.keyring import write_private_json
 from service.gen.secrets.v1 import operations_pb2 as opb
 from service.gen.secrets.v1 import operations_pb2_grpc as ogrpc
 from service.server import start
@@ -22,9 +23,10 @@ def principals(path: Path, **tokens: str) -> None:
     )
 
 
-async def test_revoked_token_stops_working_and_new_one_starts_within_seconds(database_url: str, tmp_path: Path) -> None:
-    keyring, file = tmp_path / "keyring.json", tmp_path / "principals.json"
-    write_private_json(keyring, new_keyring_document())
+async def test_revoked_token_stops_working_and_new_one_starts_within_seconds(
+    database_url: str, secrets_files: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    keyring, file = secrets_files[1], tmp_path / "principals.json"  # the session database's keyring
     principals(file, old="old-token")
     running = await start(
         Settings(
@@ -55,8 +57,8 @@ async def test_revoked_token_stops_working_and_new_one_starts_within_seconds(dat
                 raise AssertionError("the new token was not accepted within 4 s")
             assert (await status_of(call("old-token"))).code() == grpc.StatusCode.UNAUTHENTICATED
 
-            file.write_text("{ not json")  # a broken edit keeps the last good principals
+            file.write_text("{ not json")  # a broken edit revokes every token; it never keeps old ones
             await asyncio.sleep(1.2)
-            await call("new-token")
+            assert (await status_of(call("new-token"))).code() == grpc.StatusCode.UNAUTHENTICATED
     finally:
         await running.stop(grace=1)

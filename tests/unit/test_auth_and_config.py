@@ -34,7 +34,7 @@ def test_principals_authenticate_by_token_hash() -> None:
     "doc",
     [
         {},
-        {"principals": []},
+        {"principals": [{"name": "x", "roles": [], "token_sha256": "0" * 64}]},
         {"principals": [{"name": "x", "roles": ["editor"], "token_sha256": "abc"}]},
         {"principals": [{"name": "x", "roles": ["root"], "token_sha256": "0" * 64}]},
         {"principals": [{"name": "", "roles": ["editor"], "token_sha256": "0" * 64}]},
@@ -43,6 +43,11 @@ def test_principals_authenticate_by_token_hash() -> None:
 def test_bad_principals_files_are_refused(doc: dict[str, object]) -> None:
     with pytest.raises(PrincipalsError):
         Principals.from_json(doc)
+
+
+def test_an_empty_principals_list_is_valid_and_lets_nobody_in() -> None:
+    # SPEC 4.3: an empty list means no principals (the last token can be revoked).
+    assert len(Principals.from_json({"principals": []})) == 0
 
 
 def test_new_token_prints_a_line_with_only_the_hash(capsys: pytest.CaptureFixture[str]) -> None:
