@@ -29,6 +29,7 @@ from service.app.directory import DirectoryService
 from service.app.editor import EditorService
 from service.app.keys import DataKeys, keyring_source, verify_keyring
 from service.app.operations import OperationsService
+from service.app.reseal import reseal_legacy_values
 from service.app.resolver import ResolvePlan, ResolverService
 from service.auth import AuthInterceptor, Principals, principals_source
 from service.config import Settings
@@ -78,8 +79,13 @@ class Running:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
+            try:
                 await task
+            except asyncio.CancelledError:
+                pass
+            except Exception as exc:
+                # A background task that died must not turn a clean shutdown into a failed one.
+                log.error("background task %s had failed (%s)", task.get_name(), type(exc).__name__)
         await self.invalidations.stop()
         await self.audit.close()
         await self.db.close()
@@ -122,19 +128,55 @@ def prepare(settings: Settings) -> Prepared:
     )
 
 
-async def _watch_database(db: Database, health_servicer: health_aio.HealthServicer) -> None:
-    """Keeps the health status in step with the database: NOT_SERVING while it cannot be reached."""
-    serving: bool | None = None
-    while True:
-        ok = await db.ping(timeout=HEALTH_PROBE_INTERVAL)
-        if ok != serving:
-            status = health_pb2.HealthCheckResponse.SERVING if ok else health_pb2.HealthCheckResponse.NOT_SERVING
-            for name in ("", *SERVICE_NAMES):
-                await health_servicer.set(name, status)
-            if serving is not None:
-                (log.info if ok else log.error)("database %s", "reachable again" if ok else "unreachable")
-            serving = ok
-        await asyncio.sleep(HEALTH_PROBE_INTERVAL)
+async def _not_ready_because(db: Database, keys: DataKeys) -> str:
+    """Why the secrets.v1 services cannot do their work right now ("" when they can)."""
+    if not await db.ping(timeout=HEALTH_PROBE_INTERVAL):
+        return f"the database cannot be reached ({db.ping_problem})"
+    if not keys.usable():
+        return "the keyring cannot open the data keys in use"
+    return ""
+
+
+class Readiness:
+    """Health (SPEC 3.6). The overall name "" is liveness: SERVING while the process works, and
+    never changed here (only a graceful shutdown takes it down). Each secrets.v1.* name is
+    readiness: NOT_SERVING while the database cannot be reached or the keyring cannot open the
+    data keys in use, so that health never says SERVING while values cannot be opened.
+
+    `check` never raises: a readiness check that fails in a way nobody foresaw counts as "not
+    ready" (and is logged), so the watcher outlives every error."""
+
+    def __init__(self, db: Database, keys: DataKeys, health_servicer: health_aio.HealthServicer) -> None:
+        self._db = db
+        self._keys = keys
+        self._health = health_servicer
+        self._problem: str | None = None  # None: not checked yet
+
+    async def check(self) -> None:
+        try:
+            problem = await _not_ready_because(self._db, self._keys)
+        except Exception as exc:
+            # Type only: the message of an exception we did not raise is not ours to log.
+            problem = f"the readiness check failed ({type(exc).__name__})"
+        if problem == self._problem:
+            return
+        try:
+            status = health_pb2.HealthCheckResponse.NOT_SERVING if problem else health_pb2.HealthCheckResponse.SERVING
+            for name in SERVICE_NAMES:
+                await self._health.set(name, status)
+        except Exception as exc:
+            log.error("cannot set the health status (%s); trying again", type(exc).__name__)
+            return
+        if problem:
+            log.error("not ready: %s", problem)
+        elif self._problem is not None:
+            log.info("ready again")
+        self._problem = problem
+
+    async def watch(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_PROBE_INTERVAL)
+            await self.check()
 
 
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -169,6 +211,13 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
         raise
 
     keys = DataKeys(db, keyring)
+    try:
+        await reseal_legacy_values(db, keys)
+    except BaseException:
+        await db.close()
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        raise
     audit = AuditBuffer(db)
     audit.start()
     server = grpc.aio.server(
@@ -201,7 +250,9 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     running = Running(
         settings, server, port, db, embedded, audit, health_servicer, keys, cache, invalidations, tokens, fresh
     )
-    running._tasks.append(asyncio.create_task(_watch_database(db, health_servicer), name="health-watch"))
+    readiness = Readiness(db, keys, health_servicer)
+    await readiness.check()  # right from the start, not a probe interval later
+    running._tasks.append(asyncio.create_task(readiness.watch(), name="health-watch"))
     return running
 
 

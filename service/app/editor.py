@@ -303,7 +303,10 @@ class EditorService:
                     )
                     continue
                 tenant = data_key.tenant
-                if await self._keys.open(tenant, scope, current.key, current.version, current.sealed) == entry.value:
+                stored_value = await self._keys.open(
+                    tenant, scope, current.key, current.version, current.id, current.sealed
+                )
+                if stored_value == entry.value:
                     lines.append(ImportLine(entry.key, entry.line, "unchanged", note))
                 elif not overwrite_existing:
                     lines.append(
@@ -362,17 +365,22 @@ class EditorService:
             if op.kind is batch.OpKind.RENAME:
                 assert op.new_key is not None
                 await self._rename(conn, scope, data_key, user, stored[op.key], op.new_key)
+        new_values = [(op.key, op.value) for op in ops if op.kind is batch.OpKind.CREATE and op.value is not None]
+        new_ids = await repo.allocate_secret_ids(conn, len(new_values))
         creates = [
-            repo.NewSecret(op.key, seal(data_key, scope, op.key, 1, op.value))
-            for op in ops
-            if op.kind is batch.OpKind.CREATE and op.value is not None
+            repo.NewSecret(secret_id, key, seal(data_key, scope, key, 1, secret_id, value))
+            for secret_id, (key, value) in zip(new_ids, new_values, strict=True)
         ]
         ids = await repo.insert_secrets(conn, scope, owner, user, creates)
         if scope is Scope.WORKSPACE and ids:
             # SPEC 2.2: the creator of a workspace secret becomes its ADMIN.
-            await repo.add_secret_members(conn, ids.values(), user, SecretRole.ADMIN, user)
+            await repo.add_secret_members(conn, ids, user, SecretRole.ADMIN, user)
         updates = [
-            repo.NewVersion(stored[op.key].id, op.version, seal(data_key, scope, op.key, op.version, op.value))
+            repo.NewVersion(
+                stored[op.key].id,
+                op.version,
+                seal(data_key, scope, op.key, op.version, stored[op.key].id, op.value),
+            )
             for op in ops
             if op.kind is batch.OpKind.UPDATE and op.value is not None
         ]
@@ -386,11 +394,11 @@ class EditorService:
         tenant = data_key.tenant
         resealed: list[tuple[int, bytes]] = []
         for version in await repo.versions_of(conn, row.id, with_sealed=True):
-            value = await self._keys.open(tenant, scope, row.key, version.version, version.sealed)
-            resealed.append((version.version, seal(data_key, scope, new_key, version.version, value)))
-        current = await self._keys.open(tenant, scope, row.key, row.version, row.sealed)
+            value = await self._keys.open(tenant, scope, row.key, version.version, row.id, version.sealed)
+            resealed.append((version.version, seal(data_key, scope, new_key, version.version, row.id, value)))
+        current = await self._keys.open(tenant, scope, row.key, row.version, row.id, row.sealed)
         await repo.rename_secret(
-            conn, row.id, new_key, user, seal(data_key, scope, new_key, row.version, current), resealed
+            conn, row.id, new_key, user, seal(data_key, scope, new_key, row.version, row.id, current), resealed
         )
 
     # -- one secret ----------------------------------------------------------------------------
@@ -549,14 +557,17 @@ class EditorService:
                 raise NotFound(
                     f"version {version} of {key!r} is not kept; kept versions: {', '.join(map(str, sorted(kept)))}"
                 )
-            value = await self._keys.open(data_key.tenant, scope, key, version, old.sealed)
+            value = await self._keys.open(data_key.tenant, scope, key, version, row.id, old.sealed)
             new_version = row.version + 1
             await repo.add_versions(
                 conn,
                 caller.user_id,
                 [
                     repo.NewVersion(
-                        row.id, new_version, seal(data_key, scope, key, new_version, value), restored_from=version
+                        row.id,
+                        new_version,
+                        seal(data_key, scope, key, new_version, row.id, value),
+                        restored_from=version,
                     )
                 ],
                 keep=batch.VERSIONS_KEPT,

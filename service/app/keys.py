@@ -10,6 +10,7 @@ import asyncio
 import logging
 import secrets as pysecrets
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,8 @@ class KeyUse:
         self.in_use: dict[str, int] | None = None  # None until read from the database
         self.recorded: dict[str, bytes] = {}
         self.version = 0  # bumped on every change, so answers cached from the old state are dropped
+        # Reads the counts and check values again (set by DataKeys, which has the database).
+        self.refresh: Callable[[], Awaitable[None]] | None = None
 
     def learn(self, in_use: dict[str, int], recorded: dict[str, bytes]) -> None:
         self.in_use = in_use
@@ -55,25 +58,57 @@ class KeyUse:
             self.in_use = {**self.in_use, key_id: self.in_use.get(key_id, 0) + 1}
             self.version += 1
 
-    def accept(self, keyring: Keyring) -> None:
-        """Refuses (KeyringError) a reloaded keyring that cannot open every data key in use."""
-        if self.in_use is None:
-            return  # before start-up has read the database; start-up checks whatever is current then
-        problem = stranded(keyring, self.in_use, self.recorded)
-        if problem:
-            raise KeyringError(f"refused: {problem.describe()}")
-
 
 class KeyringFile(WatchedFile[Keyring]):
     """The keyring, re-read when its file changes, so an operator can add a key and make it
     primary without a restart (then call RotateKeys). Looked at whenever a data key is created
-    or unwrapped, which is rare, so on every use. A changed file that would strand data keys
-    (a key removed, or its material changed, while data keys use it) is refused: logged at
-    ERROR, and the keys already loaded keep serving."""
+    or unwrapped, which is rare, so on every use.
+
+    A changed file that would strand data keys is refused (logged at ERROR; the keys already
+    loaded keep serving): one that drops a key data keys use, or the serving primary (any
+    replica may wrap a new data key under it at any moment), or changes the material under a
+    known key id. Counts of data keys are this process's last reading (`KeyUse`); after a refusal
+    they are read again, and a file refused only for a stale count (RotateKeys ran on another
+    replica) is then loaded."""
 
     def __init__(self, path: Path | None, keyring: Keyring) -> None:
         self.use = KeyUse()
-        super().__init__("keyring", path, keyring, Keyring.load, (KeyringError,))
+        self._serving = keyring
+        self._rechecks: set[asyncio.Task[None]] = set()
+        super().__init__("keyring", path, keyring, Keyring.load, (KeyringError,), accept=self._accept)
+
+    def _accept(self, keyring: Keyring) -> None:
+        problem = stranded(keyring, self.use.in_use or {}, self.use.recorded, self._serving)
+        if problem:
+            self._recheck_later(keyring)
+            raise KeyringError(f"refused: {problem.describe()}")
+        self._serving = keyring  # WatchedFile takes the value once `accept` returns
+
+    def _recheck_later(self, refused: Keyring) -> None:
+        if self.use.refresh is None or self.use.in_use is None:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(self._recheck(refused), name="keyring-recheck")
+        except RuntimeError:
+            return  # no event loop (a tool or a synchronous test): nothing to refresh with
+        self._rechecks.add(task)
+        task.add_done_callback(self._rechecks.discard)
+
+    async def _recheck(self, refused: Keyring) -> None:
+        refresh = self.use.refresh
+        if refresh is None:
+            return
+        try:
+            await refresh()
+        except Exception as exc:
+            log.warning("cannot re-read the data keys in use after a refused keyring: %s", type(exc).__name__)
+            return
+        if not stranded(refused, self.use.in_use or {}, self.use.recorded, self._serving):
+            log.warning(
+                "the refused keyring strands no data key by the database's current counts "
+                "(RotateKeys ran elsewhere since this server last counted); loading it"
+            )
+            self._stamp = None  # the next `current()` reads the file again, and checks it again
 
 
 def keyring_source(path: Path | None, keyring: Keyring) -> KeyringFile:
@@ -97,6 +132,7 @@ class DataKeys:
         self._locks: dict[Tenant, asyncio.Lock] = {}
         # A plain WatchedFile (tests) gets no reload check, but `usable` still works.
         self._use = keyring.use if isinstance(keyring, KeyringFile) else KeyUse()
+        self._use.refresh = self.refresh_use
         self._judged: tuple[Keyring, int] | None = None
         self._usable = False
 
@@ -224,10 +260,12 @@ class DataKeys:
             self._locks.pop(tenant, None)
             return self._cache[tenant].latest
 
-    async def open(self, tenant: Tenant, scope: Scope, key: str, version: int, sealed: bytes) -> SecretValue:
+    async def open(
+        self, tenant: Tenant, scope: Scope, key: str, version: int, secret_id: int, sealed: bytes
+    ) -> SecretValue:
         """Opens a sealed value; any failure is DataLoss naming the secret (never its value)."""
         try:
-            prepared = prepare(tenant, scope, key, version, sealed)
+            prepared = prepare(tenant, scope, key, version, secret_id, sealed)
         except IntegrityError:
             raise data_loss(key, version) from None
         return await self.open_prepared(tenant, key, version, prepared)

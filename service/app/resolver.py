@@ -49,7 +49,7 @@ def plan_resolve(
     snapshot: repo.ResolveSnapshot, workspace_id: str, run_user_id: str, keys: Sequence[str]
 ) -> ResolvePlan:
     decisions = decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows])
-    sealed = {(row.candidate.scope, row.candidate.key): row.sealed for row in snapshot.rows}
+    sealed = {(row.candidate.scope, row.candidate.key): (row.sealed, row.secret_id) for row in snapshot.rows}
     tenants = {
         Scope.WORKSPACE: Tenant.for_scope(Scope.WORKSPACE, workspace_id),
         Scope.PERSONAL: Tenant.for_scope(Scope.PERSONAL, run_user_id),
@@ -60,9 +60,9 @@ def plan_resolve(
             plan[key] = Planned(d)
             continue
         tenant = tenants[d.chosen.scope]
-        stored = sealed[(d.chosen.scope, key)]
+        stored, secret_id = sealed[(d.chosen.scope, key)]
         try:
-            prepared: Prepared | None = prepare(tenant, d.chosen.scope, key, d.chosen.version, stored)
+            prepared: Prepared | None = prepare(tenant, d.chosen.scope, key, d.chosen.version, secret_id, stored)
         except IntegrityError:
             prepared = None
         plan[key] = Planned(d, tenant, prepared, len(stored))

@@ -368,37 +368,48 @@ async def update_details(
 
 @dataclass(frozen=True, slots=True)
 class NewSecret:
+    id: int
     key: str
     sealed: bytes
 
 
+async def allocate_secret_ids(conn: asyncpg.Connection, count: int) -> list[int]:
+    """Ids for secrets about to be created: a value is sealed under its secret's id, so the id
+    must be known before the row is written."""
+    if count <= 0:
+        return []
+    rows = await conn.fetch(
+        "SELECT nextval(pg_get_serial_sequence('secrets', 'id')) AS id FROM generate_series(1, $1)", count
+    )
+    return [int(r["id"]) for r in rows]
+
+
 async def insert_secrets(
     conn: asyncpg.Connection, scope: Scope, owner_id: str, user_id: str, items: Sequence[NewSecret]
-) -> dict[str, int]:
-    """Creates secrets at version 1 with their first version row; returns their ids by key."""
+) -> list[int]:
+    """Creates secrets (with ids from allocate_secret_ids) at version 1 with their first version row."""
     if not items:
-        return {}
-    rows = await conn.fetch(
+        return []
+    await conn.execute(
         """
-        INSERT INTO secrets (scope, owner_id, key, version, sealed, created_by, updated_by)
-        SELECT $1, $2, k, 1, v, $3, $3 FROM unnest($4::text[], $5::bytea[]) AS t(k, v)
-        RETURNING id, key
+        INSERT INTO secrets (id, scope, owner_id, key, version, sealed, created_by, updated_by)
+        SELECT i, $1, $2, k, 1, v, $3, $3 FROM unnest($4::bigint[], $5::text[], $6::bytea[]) AS t(i, k, v)
         """,
         int(scope),
         owner_id,
         user_id,
+        [i.id for i in items],
         [i.key for i in items],
         [i.sealed for i in items],
     )
-    ids = {r["key"]: r["id"] for r in rows}
     await conn.execute(
         "INSERT INTO secret_versions (secret_id, version, sealed, created_by)"
         " SELECT id, 1, v, $1 FROM unnest($2::bigint[], $3::bytea[]) AS t(id, v)",
         user_id,
-        [ids[i.key] for i in items],
+        [i.id for i in items],
         [i.sealed for i in items],
     )
-    return ids
+    return [i.id for i in items]
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,6 +520,57 @@ async def add_secret_members(
     )
 
 
+@dataclass(frozen=True, slots=True)
+class LegacySealed:
+    """A format-1 sealed value (service/app/reseal.py): in `secrets` or in `secret_versions`."""
+
+    secret_id: int
+    in_versions: bool
+    scope: Scope
+    owner_id: str
+    key: str
+    version: int
+    sealed: bytes
+
+
+async def legacy_sealed_values(conn: asyncpg.Connection) -> list[LegacySealed]:
+    """Every value still sealed in format 1 (first byte 1), current and kept versions, locked."""
+    current = await conn.fetch(
+        "SELECT id, scope, owner_id, key, version, sealed FROM secrets WHERE get_byte(sealed, 0) = 1 FOR UPDATE"
+    )
+    kept = await conn.fetch(
+        "SELECT v.secret_id AS id, s.scope, s.owner_id, s.key, v.version, v.sealed"
+        " FROM secret_versions v JOIN secrets s ON s.id = v.secret_id"
+        " WHERE get_byte(v.sealed, 0) = 1 FOR UPDATE OF v"
+    )
+    return [
+        LegacySealed(r["id"], in_versions, Scope(r["scope"]), r["owner_id"], r["key"], r["version"], r["sealed"])
+        for rows, in_versions in ((current, False), (kept, True))
+        for r in rows
+    ]
+
+
+async def replace_sealed(conn: asyncpg.Connection, items: Sequence[LegacySealed]) -> None:
+    current = [i for i in items if not i.in_versions]
+    kept = [i for i in items if i.in_versions]
+    if current:
+        await conn.execute(
+            "UPDATE secrets s SET sealed = t.sealed FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])"
+            " AS t(id, version, sealed) WHERE s.id = t.id AND s.version = t.version",
+            [i.secret_id for i in current],
+            [i.version for i in current],
+            [i.sealed for i in current],
+        )
+    if kept:
+        await conn.execute(
+            "UPDATE secret_versions v SET sealed = t.sealed FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])"
+            " AS t(id, version, sealed) WHERE v.secret_id = t.id AND v.version = t.version",
+            [i.secret_id for i in kept],
+            [i.version for i in kept],
+            [i.sealed for i in kept],
+        )
+
+
 # ---------------------------------------------------------------------------------------------
 # Resolution: everything a resolve needs, for all keys of both scopes, in one round trip.
 
@@ -517,6 +579,7 @@ async def add_secret_members(
 class ResolveRow:
     candidate: Candidate
     sealed: bytes
+    secret_id: int
 
 
 @dataclass(slots=True)
@@ -527,7 +590,7 @@ class ResolveSnapshot:
 
 # The run user's membership gates both scopes, so secrets are only read for a member.
 RESOLVE_SQL = """
-SELECT m.permission, s.scope, s.key, s.version, s.sealed, s.restricted, sm.role AS run_user_role
+SELECT m.permission, s.id, s.scope, s.key, s.version, s.sealed, s.restricted, sm.role AS run_user_role
   FROM (SELECT $1::text AS ws, $2::text AS uid) p
   LEFT JOIN workspace_members m ON m.workspace_id = p.ws AND m.user_id = p.uid
   LEFT JOIN secrets s
@@ -551,7 +614,7 @@ async def fetch_for_resolve(
         candidate = Candidate(
             Scope(r["scope"]), r["key"], r["version"], r["restricted"], SecretRole(role) if role is not None else None
         )
-        snapshot.rows.append(ResolveRow(candidate, r["sealed"]))
+        snapshot.rows.append(ResolveRow(candidate, r["sealed"], r["id"]))
     return snapshot
 
 

@@ -13,13 +13,24 @@ from service.config import Settings
 from service.crypto.keyring import new_keyring_document, write_private_json
 from service.gen.secrets.v1 import secret_store_pb2 as spb
 from service.server import start
+from tests import pg
 from tests.api import ADMIN, Api, P, W, set_, status_of, to_dict, uid
 from tests.conftest import metadata, write_principals
 
 
 @pytest.fixture
-async def fresh_server(database_url: str, tmp_path: Path) -> AsyncIterator[Callable[[], Awaitable[Api]]]:
+async def own_database(pg_admin_url: str) -> AsyncIterator[str]:
+    """A database of this module's own: its servers use a keyring of their own, and a database
+    remembers (and insists on) the master keys that wrap its data keys."""
+    url = await pg.create_database(pg_admin_url)
+    yield url
+    await pg.drop_database(pg_admin_url, url)
+
+
+@pytest.fixture
+async def fresh_server(own_database: str, tmp_path: Path) -> AsyncIterator[Callable[[], Awaitable[Api]]]:
     """Starts servers with empty caches (so each sees the database as it is now), same keys."""
+    database_url = own_database
     keyring = tmp_path / "keyring.json"
     write_private_json(keyring, new_keyring_document())
     principals = write_principals(tmp_path / "principals.json")
@@ -62,8 +73,9 @@ async def sql(url: str, query: str, *args: object) -> object:
 
 
 async def test_flipped_byte_copied_value_and_swapped_data_keys(
-    fresh_server: Callable[[], Awaitable[Api]], database_url: str
+    fresh_server: Callable[[], Awaitable[Api]], own_database: str
 ) -> None:
+    database_url = own_database
     api = await fresh_server()
     ws1, ws2, user = uid("ws"), uid("ws"), uid("user")
     await api.member(ws1, user, ADMIN)

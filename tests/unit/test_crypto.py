@@ -50,30 +50,31 @@ def test_aead_nonces_differ_per_message() -> None:
 
 def test_sealed_value_names_its_data_key_and_opens_only_where_it_belongs() -> None:
     key = data_key(generation=7)
-    sealed = seal(key, Scope.WORKSPACE, "API_KEY", 3, SecretValue("canary-value"))
+    sealed = seal(key, Scope.WORKSPACE, "API_KEY", 3, 41, SecretValue("canary-value"))
     assert sealed_generation(sealed) == 7
     assert b"canary-value" not in sealed
-    assert open_sealed(key, Scope.WORKSPACE, "API_KEY", 3, sealed).reveal() == "canary-value"
-    for scope, name, version in [
-        (Scope.PERSONAL, "API_KEY", 3),  # another scope
-        (Scope.WORKSPACE, "OTHER", 3),  # another key: a value copied onto another row
-        (Scope.WORKSPACE, "API_KEY", 2),  # another version
+    assert open_sealed(key, Scope.WORKSPACE, "API_KEY", 3, 41, sealed).reveal() == "canary-value"
+    for scope, name, version, secret_id in [
+        (Scope.PERSONAL, "API_KEY", 3, 41),  # another scope
+        (Scope.WORKSPACE, "OTHER", 3, 41),  # another key: a value copied onto another row
+        (Scope.WORKSPACE, "API_KEY", 2, 41),  # another version
+        (Scope.WORKSPACE, "API_KEY", 3, 42),  # another secret of the same key (deleted and re-created)
     ]:
         with pytest.raises(IntegrityError):
-            open_sealed(key, scope, name, version, sealed)
+            open_sealed(key, scope, name, version, secret_id, sealed)
     other_tenant = DataKey(Tenant(TenantKind.WORKSPACE, "ws2"), 7, key.aead)
     with pytest.raises(IntegrityError):
-        open_sealed(other_tenant, Scope.WORKSPACE, "API_KEY", 3, sealed)
+        open_sealed(other_tenant, Scope.WORKSPACE, "API_KEY", 3, 41, sealed)
 
 
 def test_any_flipped_byte_fails() -> None:
     key = data_key()
-    sealed = seal(key, Scope.WORKSPACE, "K", 1, SecretValue("v"))
+    sealed = seal(key, Scope.WORKSPACE, "K", 1, 1, SecretValue("v"))
     for i in range(len(sealed)):
         tampered = bytearray(sealed)
         tampered[i] ^= 0x01
         with pytest.raises(IntegrityError):
-            open_sealed(key, Scope.WORKSPACE, "K", 1, bytes(tampered))
+            open_sealed(key, Scope.WORKSPACE, "K", 1, 1, bytes(tampered))
 
 
 def test_keyring_wraps_under_primary_and_opens_with_any_held_key() -> None:
