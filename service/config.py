@@ -26,6 +26,9 @@ class Settings:
     workers: int = 1
     # Entries of the resolve cache (service/app/cache.py); 0 turns it off.
     resolve_cache_entries: int = 10_000
+    # Bytes of large requests (over 64 KiB) held decoded at once (service/api/registry.py); past
+    # it a call is answered RESOURCE_EXHAUSTED instead of parsed. 64 MiB: sixteen 4 MiB imports.
+    max_request_bytes_in_flight: int = 64 * 1024 * 1024
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
@@ -66,6 +69,15 @@ class Settings:
             raise ConfigError(f"SECRETS_RESOLVE_CACHE_ENTRIES must be a whole number, not {cache_text!r}") from None
         if cache_entries < 0:
             raise ConfigError("SECRETS_RESOLVE_CACHE_ENTRIES must be 0 (off) or more")
+        budget_text = get("SECRETS_MAX_REQUEST_BYTES_IN_FLIGHT") or str(cls.max_request_bytes_in_flight)
+        try:
+            request_budget = int(budget_text)
+        except ValueError:
+            raise ConfigError(
+                f"SECRETS_MAX_REQUEST_BYTES_IN_FLIGHT must be a whole number of bytes, not {budget_text!r}"
+            ) from None
+        if request_budget < 4 * 1024 * 1024:
+            raise ConfigError("SECRETS_MAX_REQUEST_BYTES_IN_FLIGHT must be at least 4194304 (one largest request)")
         settings = cls(
             listen=get("SECRETS_LISTEN") or cls.listen,
             database_url=get("SECRETS_DATABASE_URL"),
@@ -76,6 +88,7 @@ class Settings:
             env=mode,
             workers=workers,
             resolve_cache_entries=cache_entries,
+            max_request_bytes_in_flight=request_budget,
             tls_cert_file=path("SECRETS_TLS_CERT_FILE"),
             tls_key_file=path("SECRETS_TLS_KEY_FILE"),
             tls_client_ca_file=path("SECRETS_TLS_CLIENT_CA_FILE"),

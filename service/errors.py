@@ -22,7 +22,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from service.api.registry import Undecodable
+from service.api.registry import Held, Overloaded, Undecodable
 from service.auth import current_caller
 from service.crypto.aead import IntegrityError
 from service.crypto.keyring import UnknownMasterKey
@@ -124,9 +124,19 @@ def rpc(
         began = time.perf_counter()
         outcome = "OK"
         try:
+            held = request
+            if isinstance(request, Held):
+                # `held` stays referenced until this call is done: its budget is given back then.
+                request = request.message
+            if isinstance(request, Overloaded):
+                raise e.ResourceExhausted(
+                    f"the server is holding as many request bytes as it may; retry shortly ({request.size} bytes refused)"
+                )
             if isinstance(request, Undecodable):
                 raise e.InvalidArgument(f"the request could not be decoded: {request.reason}")
-            return await method(self, request, context)
+            response = await method(self, request, context)
+            del held
+            return response
         except grpc.aio.AbortError:
             raise
         except Exception as exc:

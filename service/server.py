@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 from service import devmode
 from service.api.directory import DirectoryServicer
 from service.api.operations import OperationsServicer
-from service.api.registry import add_servicer
+from service.api.registry import RequestBudget, add_servicer
 from service.api.resolver import ResolverServicer
 from service.api.secret_store import SecretStoreServicer
 from service.app.audit import AuditBuffer
@@ -233,10 +233,11 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     if settings.resolve_cache_entries > 0:
         invalidations.start()
     changes = Changes(db, cache)
-    add_servicer(server, SecretStoreServicer(EditorService(db, keys, changes)), SECRET_STORE)
-    add_servicer(server, ResolverServicer(ResolverService(db, keys, audit, cache)), RESOLVER)
-    add_servicer(server, DirectoryServicer(DirectoryService(db, changes)), DIRECTORY)
-    add_servicer(server, OperationsServicer(OperationsService(db, keys, audit)), OPERATIONS)
+    budget = RequestBudget(settings.max_request_bytes_in_flight)
+    add_servicer(server, SecretStoreServicer(EditorService(db, keys, changes)), SECRET_STORE, budget)
+    add_servicer(server, ResolverServicer(ResolverService(db, keys, audit, cache)), RESOLVER, budget)
+    add_servicer(server, DirectoryServicer(DirectoryService(db, changes)), DIRECTORY, budget)
+    add_servicer(server, OperationsServicer(OperationsService(db, keys, audit)), OPERATIONS, budget)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -264,6 +265,19 @@ def configure_logging(level: str) -> None:
     )
     # asyncpg and grpc are quiet at INFO; at DEBUG they log protocol details, never our values,
     # because values only ever reach them sealed.
+    logging.getLogger("asyncpg.pool").addFilter(_exception_type_only)
+
+
+def _exception_type_only(record: logging.LogRecord) -> bool:
+    """Through a database outage asyncpg's pool logs a full traceback at each attempt to restore
+    its connection floor (every 1 to 60 s). The exception's type says enough, and the readiness
+    log says why the database cannot be reached."""
+    if record.exc_info and record.exc_info[1] is not None:
+        record.msg = f"{record.getMessage()} ({type(record.exc_info[1]).__name__})"
+        record.args = None
+        record.exc_info = None
+        record.exc_text = None
+    return True
 
 
 def tune_gc() -> None:
