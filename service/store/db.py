@@ -134,12 +134,25 @@ class Database:
             yield conn
 
     async def ping(self, timeout: float = 2.0) -> bool:
+        """Whether the database answers right now. Never raises (cancellation aside): any failure
+        means "not reachable", not only connection errors. A database that refuses this service
+        ("database does not exist", a rejected password, "not accepting connections") is as
+        unreachable as one that is down, and the health watcher must outlive both.
+
+        Leaves why in `ping_problem` ("" when it answered), fit for a log line: the exception's
+        type, and the server's own message when Postgres refused us (it names a database or a
+        role, never a value)."""
         try:
             async with self.connection(timeout) as conn:
                 await conn.fetchval("SELECT 1", timeout=timeout)
-            return True
-        except UNAVAILABLE_ERRORS:
+        except Exception as exc:
+            cause = exc.__cause__ if isinstance(exc, Unavailable) and exc.__cause__ is not None else exc
+            self.ping_problem = type(cause).__name__
+            if isinstance(cause, asyncpg.PostgresError):
+                self.ping_problem += ": " + " ".join(str(cause).split())
             return False
+        self.ping_problem = ""
+        return True
 
     async def migrate(self) -> list[int]:
         async with self.connection(timeout=30) as conn:

@@ -1,5 +1,6 @@
-"""Postgres stopped under load: calls fail fast with UNAVAILABLE, health says NOT_SERVING, and the
-service recovers by itself once Postgres is back."""
+"""Postgres stopped under load: calls fail fast with UNAVAILABLE, readiness (each secrets.v1.*
+health name) says NOT_SERVING while liveness ("") stays SERVING, and the service recovers by
+itself once Postgres is back."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from service.config import Settings
 from service.crypto.keyring import new_keyring_document, write_private_json
 from service.gen.secrets.v1 import common_pb2 as common
 from service.gen.secrets.v1 import resolver_pb2 as rpb
-from service.server import start
+from service.server import SERVICE_NAMES, start
 from tests.api import ADMIN, Api, W, set_, struct, to_dict, uid
 from tests.conftest import write_principals
 
@@ -44,11 +45,16 @@ def stop_postgres(server: Any) -> None:
 
 
 async def wait_for_health(channel: grpc.aio.Channel, wanted: int, within: float) -> float:
+    """Waits until every secrets.v1.* service says `wanted`; liveness says SERVING throughout."""
     stub = health_pb2_grpc.HealthStub(channel)
     began = time.monotonic()
     while time.monotonic() - began < within:
-        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-        if reply.status == wanted:
+        live = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+        assert live.status == health_pb2.HealthCheckResponse.SERVING, "liveness went down with the database"
+        ready = [
+            (await stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=1)).status for name in SERVICE_NAMES
+        ]
+        if all(status == wanted for status in ready):
             return time.monotonic() - began
         await asyncio.sleep(0.1)
     raise AssertionError(f"health did not become {wanted} within {within}s")
