@@ -54,10 +54,14 @@ def check_value(material: bytes) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Stranded:
-    """Data keys a keyring cannot open: their master key is missing, or its material changed."""
+    """Data keys a keyring cannot open: their master key is missing, or its material changed.
+    Each maps key id to the data keys known to be wrapped under it; `primary` names the serving
+    primary when it is one of them (new data keys are wrapped under it at any moment, by any
+    replica, so it counts whatever the known count)."""
 
     missing: dict[str, int]
     changed: dict[str, int]
+    primary: str | None = None
 
     def __bool__(self) -> bool:
         return bool(self.missing or self.changed)
@@ -65,8 +69,12 @@ class Stranded:
     def describe(self) -> str:
         """One line naming the key ids and how many data keys each one wraps."""
 
+        def one(key_id: str, n: int) -> str:
+            count = f"{n} data key{'' if n == 1 else 's'}"
+            return f"{key_id!r} ({count}{', and the primary' if key_id == self.primary else ''})"
+
         def listed(ids: dict[str, int]) -> str:
-            return ", ".join(f"{key_id!r} ({n} data key{'' if n == 1 else 's'})" for key_id, n in sorted(ids.items()))
+            return ", ".join(one(key_id, n) for key_id, n in sorted(ids.items()))
 
         parts = []
         if self.missing:
@@ -81,16 +89,30 @@ class Stranded:
         )
 
 
-def stranded(keyring: Keyring, in_use: Mapping[str, int], recorded: Mapping[str, bytes]) -> Stranded:
+def stranded(
+    keyring: Keyring, in_use: Mapping[str, int], recorded: Mapping[str, bytes], serving: Keyring | None = None
+) -> Stranded:
     """What `keyring` cannot open, given how many data keys each master key id wraps (`in_use`)
     and the check values recorded for key ids (`recorded`). A recorded key id whose material
-    differs counts even when no data key uses it: the id was seen with other material."""
+    differs counts even when no data key uses it: the id was seen with other material.
+
+    `serving`, when `keyring` would replace it, adds what a count read earlier cannot know: its
+    primary may wrap new data keys at any moment, so it must stay; and its keys' materials count
+    as recorded (another replica may have wrapped data keys under any of them)."""
     checks = keyring.check_values
+    known = dict(recorded)
+    primary = None
+    if serving is not None:
+        known = {**serving.check_values, **known}
+        if serving.primary_id not in checks or not hmac.compare_digest(
+            known[serving.primary_id], checks[serving.primary_id]
+        ):
+            primary = serving.primary_id
     missing = {k: n for k, n in in_use.items() if n > 0 and k not in checks}
-    changed = {
-        k: in_use.get(k, 0) for k, v in recorded.items() if k in checks and not hmac.compare_digest(v, checks[k])
-    }
-    return Stranded(missing, changed)
+    if primary is not None and primary not in checks:
+        missing.setdefault(primary, 0)
+    changed = {k: in_use.get(k, 0) for k, v in known.items() if k in checks and not hmac.compare_digest(v, checks[k])}
+    return Stranded(missing, changed, primary)
 
 
 @dataclass(frozen=True, slots=True)
