@@ -31,6 +31,7 @@ from service.domain.errors import (
 from service.domain.keys import (
     MAX_DESCRIPTION_LENGTH,
     MAX_DISPLAY_NAME_LENGTH,
+    MAX_KEY_LENGTH,
     key_problem,
     require_email,
     require_id,
@@ -186,8 +187,7 @@ class EditorService:
         """The keys a run by the caller could use here: usable workspace keys first, then the
         caller's personal keys, those hidden by a usable workspace key marked as shadowed."""
         require_id("workspace_id", workspace_id)
-        if len(prefix) > 256:
-            raise InvalidArgument("prefix is longer than a key can be", [FieldViolation("prefix", "too long")])
+        require_id("prefix", prefix, required=False, max_length=MAX_KEY_LENGTH)
         async with self._db.connection() as conn:
             permission, workspace, personal = await self._both_scopes(conn, caller, workspace_id)
         usable = [
@@ -537,6 +537,8 @@ class EditorService:
 
     @audit_refusals("secret.restore")
     async def restore_version(self, caller: Caller, workspace_id: str, scope: Scope, key: str, version: int) -> Details:
+        require_id("workspace_id", workspace_id)
+        require_key(key)
         if version <= 0:
             raise InvalidArgument(
                 "version must be a positive version number", [FieldViolation("version", "must be > 0")]

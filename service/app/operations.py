@@ -6,13 +6,14 @@ import base64
 import binascii
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 from service.app.audit import AuditBuffer, audit_record
 from service.app.context import Caller
 from service.app.keys import DataKeys
 from service.crypto.aead import IntegrityError
-from service.domain.errors import DataLoss, InvalidArgument
+from service.domain.errors import DataLoss, FieldViolation, InvalidArgument
+from service.domain.keys import require_id
 from service.store import repository as repo
 from service.store.db import Database
 
@@ -87,6 +88,8 @@ class OperationsService:
         if page_size < 0:
             raise InvalidArgument("page_size must not be negative")
         size = min(page_size or DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE)
+        require_id("workspace_id", workspace_id, required=False)
+        require_id("page_token", page_token, required=False)
         before = _decode_token(page_token) if page_token else None
         # Resolve events wait in a buffer for at most a few milliseconds; an operator reading the
         # log should see them.
@@ -107,6 +110,14 @@ def _decode_token(token: str) -> tuple[datetime, int]:
         version, at, number = base64.urlsafe_b64decode(token.encode()).decode().split("|")
         if version != "v1":
             raise ValueError(version)
-        return datetime.fromisoformat(at), int(number)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument("page_token is not one this service issued") from None
+        when, last_id = datetime.fromisoformat(at), int(number)
+        # Only what this service issues: a bigserial id and an aware time Postgres can hold
+        # (a forged 2**63 or year-1 offset made the query fail, which was INTERNAL).
+        if not 1 <= last_id < 2**63 or when.tzinfo is None or not 2000 <= when.astimezone(UTC).year <= 9000:
+            raise ValueError(number)
+        return when, last_id
+    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
+        raise InvalidArgument(
+            "page_token is not one this service issued",
+            [FieldViolation("page_token", "is not one this service issued")],
+        ) from None

@@ -37,6 +37,8 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
     asyncpg.exceptions.InterfaceError,
+    # A connection whose server went away mid-protocol ("protocol is in the failed state").
+    asyncpg.exceptions.InternalClientError,
 )
 # The same, plus the domain error that `Database.connection` turns them into.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (Unavailable, *CONNECTION_ERRORS)
