@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -32,7 +33,7 @@ class Instance:
         self.api = Api(self.channel)
 
     async def close(self) -> None:
-        await self.channel.close()
+        await self.channel.close(None)
         await self.running.stop(grace=1)
 
 
@@ -129,6 +130,41 @@ async def test_rotation_rewraps_every_data_key_online_and_the_old_key_can_go(
         assert "keys.rotate" in {e.action for e in events.events}
     finally:
         await second.close()
+
+
+async def test_a_replica_that_counted_before_a_rotation_elsewhere_takes_the_key_removal_after_a_recount(
+    own_database: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Replica B counted k1's data keys at start-up; RotateKeys then ran on replica A and k1 was
+    removed. B refuses the file on its stale count, counts again, and then takes it."""
+    keyring = tmp_path / "keyring.json"
+    write_private_json(keyring, new_keyring_document(["k1"]))
+    principals = write_principals(tmp_path / "principals.json")
+    a = await launch(own_database, keyring, principals, tmp_path / "a")
+    ws, user = uid("ws"), uid("user")
+    await a.api.member(ws, user, ADMIN)
+    await a.api.save(ws, user, W, set_("SHARED", "one"))
+    assert await asyncio.to_thread(new_keyring_main, [str(keyring), "--add-key", "k2"]) == 0
+    b = await launch(own_database, keyring, principals, tmp_path / "b")
+    try:
+        assert b.running.keys.keyring.current().primary_id == "k2"
+        await a.api.ops.RotateKeys(opb.RotateKeysRequest(), metadata=metadata("ops"))
+        argv = [str(keyring), "--remove-key", "k1", "--database-url", own_database]
+        assert await asyncio.to_thread(new_keyring_main, argv) == 0
+        assert "k1" not in a.running.keys.keyring.current().key_ids  # A rotated: it knows k1 wraps nothing
+        assert "k1" in b.running.keys.keyring.current().key_ids  # B's count is stale: refused
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if "k1" not in b.running.keys.keyring.current().key_ids:
+                break
+        assert b.running.keys.keyring.current().key_ids == ["k2"]
+        assert b.running.keys.usable()
+        reply = await b.api.resolve(ws, {"b": {"v": "{{SHARED}}"}}, user=user)
+        assert to_dict(reply.blocks[0].inputs) == {"v": "one"}
+        assert any("counts" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    finally:
+        await b.close()
+        await a.close()
 
 
 async def test_every_change_and_resolve_is_audited_and_pages(recorded_api: Api, canaries: Canaries) -> None:
