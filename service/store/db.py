@@ -126,7 +126,13 @@ class Database:
             timeout = max(0.01, min(timeout, deadline - time.monotonic() - 0.05))
         try:
             async with self.pool.acquire(timeout=timeout) as conn:
-                yield conn
+                try:
+                    yield conn
+                except CONNECTION_ERRORS:
+                    # The server side is gone: close it here, so the pool drops it instead of
+                    # trying to reset (and complaining about) a connection with no server.
+                    conn.terminate()
+                    raise
         except CONNECTION_ERRORS as exc:
             raise Unavailable(f"the database is unavailable ({type(exc).__name__}); retry shortly") from exc
 
