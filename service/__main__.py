@@ -1,13 +1,19 @@
-"""`python -m service` (also the `secrets-server` command): serve until SIGTERM."""
+"""`python -m service` (also the `secrets-server` command): serve until SIGTERM.
+
+Exit codes: 0 after SIGTERM (or SIGINT) once calls in flight are drained; 2 when the server
+cannot start, with one line on stderr saying why (SPEC 4.1), whatever the cause: configuration,
+a keyring or principals file, the database, the port, a missing embedded Postgres.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Coroutine
 from typing import Any
 
-from service.config import ConfigError, Settings
+from service.config import ConfigError, Settings, StartupError, startup_problem
 
 
 def run_loop(main_coro: Coroutine[Any, Any, None]) -> None:
@@ -23,31 +29,39 @@ def run_loop(main_coro: Coroutine[Any, Any, None]) -> None:
 def _worker(settings: Settings, worker: int) -> None:
     from service.server import serve
 
-    run_loop(serve(settings, reuse_port=True, show_banner=False, worker=worker))
+    try:
+        run_loop(serve(settings, reuse_port=True, show_banner=False, worker=worker))
+    except StartupError as exc:
+        # One line, as for a single process; the parent sees the exit code and stops the rest.
+        _refuse(f"worker {worker}: {exc}")
+        os._exit(2)
+
+
+def _refuse(problem: str) -> int:
+    print(f"secrets-server: {problem}", file=sys.stderr, flush=True)
+    return 2
 
 
 def main() -> int:
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
-        print(f"secrets-server: {exc}", file=sys.stderr)
-        return 2
+        return _refuse(startup_problem(exc))
     from service.server import configure_logging, serve
 
     configure_logging(settings.log_level)
-    try:
-        if settings.workers > 1:
-            from service.workers import run_workers
+    if settings.workers > 1:
+        from service.workers import run_workers
 
+        try:
             return run_workers(settings, _worker)
+        except Exception as exc:
+            # Everything before the workers are forked (keys, embedded Postgres, migrations).
+            return _refuse(startup_problem(exc))
+    try:
         run_loop(serve(settings))
-    except ConfigError as exc:
-        print(f"secrets-server: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError, RuntimeError) as exc:
-        # Start-up failures (a bad key file, a taken port, an unreachable database) get one line.
-        print(f"secrets-server: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+    except StartupError as exc:  # serve() gives every start-up failure as one
+        return _refuse(str(exc))
     return 0
 
 

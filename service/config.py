@@ -14,6 +14,33 @@ class ConfigError(Exception):
     """The configuration cannot work; the message is one line, fit to print and exit."""
 
 
+class StartupError(Exception):
+    """The server cannot start (a file, the database, the port); the message is one line, fit to
+    print and exit 2 (SPEC 4.1: every start-up error is one line and exit 2)."""
+
+
+EMBEDDED_MISSING = (
+    "no SECRETS_DATABASE_URL and no embedded Postgres: set SECRETS_DATABASE_URL to a Postgres URL, "
+    "or install the embedded one for development (pip install 'workflow-secrets-service[embedded]')"
+)
+
+
+def startup_problem(exc: BaseException) -> str:
+    """One line for any exception that stopped the server from starting.
+
+    Our own errors (configuration, keyring, principals) carry messages written to be printed; for
+    anything else the type is named too. Whitespace (a Postgres DETAIL or HINT on lines of its
+    own) is folded, so that it stays one line."""
+    if isinstance(exc, ModuleNotFoundError) and exc.name == "pgserver":
+        return EMBEDDED_MISSING
+    message = " ".join(str(exc).split())
+    if isinstance(exc, ConfigError | StartupError):
+        return message
+    if type(exc).__module__.startswith("service."):
+        return f"cannot start: {message}"
+    return f"cannot start: {type(exc).__name__}: {message}" if message else f"cannot start: {type(exc).__name__}"
+
+
 @dataclass(frozen=True)
 class Settings:
     listen: str = "127.0.0.1:50051"
@@ -118,3 +145,10 @@ class Settings:
             raise ConfigError("SECRETS_TLS_CLIENT_CA_FILE (mutual TLS) needs SECRETS_TLS_CERT_FILE and _KEY_FILE")
         if ":" not in self.listen:
             raise ConfigError(f"SECRETS_LISTEN must be host:port, not {self.listen!r}")
+        if self.database_url and self.keyring_file is None:
+            # A generated keyring lives in one machine's data dir; values sealed under it in a
+            # shared database would be lost with that directory (SPEC 4.1).
+            raise ConfigError(
+                "SECRETS_DATABASE_URL needs SECRETS_KEYRING_FILE: a generated keyring is only for the "
+                "embedded database (create one with secrets-new-keyring)"
+            )

@@ -6,10 +6,12 @@ import asyncio
 import gc
 import logging
 import signal
+import socket
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import grpc
 from grpc_health.v1 import _async as health_aio
@@ -31,7 +33,7 @@ from service.app.operations import OperationsService
 from service.app.reseal import reseal_legacy_values
 from service.app.resolver import ResolvePlan, ResolverService
 from service.auth import AuthInterceptor, Principals, principals_source
-from service.config import Settings
+from service.config import EMBEDDED_MISSING, Settings, StartupError, startup_problem
 from service.crypto.keyring import Keyring
 from service.domain.limits import MAX_MESSAGE_BYTES
 from service.gen.secrets.v1 import (
@@ -69,6 +71,7 @@ class Running:
     invalidations: Invalidations
     dev_tokens: dict[str, str] = field(default_factory=dict)
     fresh_tokens: bool = False
+    dev_tokens_file: Path | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
 
     async def stop(self, grace: float = 10.0) -> None:
@@ -99,31 +102,46 @@ class Prepared:
     settings: Settings
     keyring: WatchedFile[Keyring]
     principals: WatchedFile[Principals]
-    dev_tokens: dict[str, str]
+    dev_tokens: dict[str, str]  # only on the start that generated them
     fresh_tokens: bool
+    dev_tokens_file: Path | None = None  # where development mode keeps its tokens
 
 
 def prepare(settings: Settings) -> Prepared:
     """Loads (in development mode, first generates) the keyring and principals, and returns
-    settings that name the files, so that workers forked later all use the same ones."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings that name the files, so that workers forked later all use the same ones.
+
+    The data dir is created only when something is generated into it (or, later, for the
+    embedded Postgres): a production server writes nothing to local disk."""
+    settings.check()
+    if settings.database_url is None:
+        # Before anything is generated: without the [embedded] extra there is nothing to serve on.
+        try:
+            import pgserver  # noqa: F401
+        except ImportError as exc:
+            raise StartupError(EMBEDDED_MISSING) from exc
     if settings.keyring_file is not None:
         keyring_path: Path = settings.keyring_file
         keyring = Keyring.load(keyring_path)
     else:
         keyring_path, keyring = devmode.dev_keyring(settings.data_dir)
     tokens: dict[str, str] = {}
-    fresh = False
+    tokens_file: Path | None = None
     if settings.principals_file is not None:
         principals_path: Path = settings.principals_file
         principals = Principals.load(principals_path)
     else:
         principals_path, principals, generated = devmode.dev_principals(settings.data_dir)
-        fresh = generated is not None
-        tokens = generated or devmode.saved_dev_tokens(settings.data_dir)
+        tokens = generated or {}  # printed on the start that generated them, never again
+        tokens_file = devmode.tokens_file(settings.data_dir)
     named = replace(settings, keyring_file=keyring_path, principals_file=principals_path)
     return Prepared(
-        named, keyring_source(keyring_path, keyring), principals_source(principals_path, principals), tokens, fresh
+        named,
+        keyring_source(keyring_path, keyring),
+        principals_source(principals_path, principals),
+        tokens,
+        bool(tokens),
+        tokens_file,
     )
 
 
@@ -181,19 +199,73 @@ class Readiness:
 def _server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         return None
-    key = settings.tls_key_file.read_bytes()
-    cert = settings.tls_cert_file.read_bytes()
-    if settings.tls_client_ca_file is not None:
-        return grpc.ssl_server_credentials(
-            [(key, cert)], root_certificates=settings.tls_client_ca_file.read_bytes(), require_client_auth=True
-        )
+
+    def read(variable: str, path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise StartupError(f"cannot read {variable} {path}: {exc.strerror or type(exc).__name__}") from None
+
+    key = read("SECRETS_TLS_KEY_FILE", settings.tls_key_file)
+    cert = read("SECRETS_TLS_CERT_FILE", settings.tls_cert_file)
+    ca = settings.tls_client_ca_file
+    client_ca = read("SECRETS_TLS_CLIENT_CA_FILE", ca) if ca is not None else None
+    if client_ca is not None:
+        return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca, require_client_auth=True)
     return grpc.ssl_server_credentials([(key, cert)])
+
+
+def _brief(exc: BaseException) -> str:
+    message = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def _where(url: str) -> str:
+    """A database URL without its user name and password, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or parse_qs(parts.query).get("host", ["local socket"])[0]
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        port = ""
+    return f"{host}{port}{parts.path or '/'}"
+
+
+def _check_listen_address(listen: str) -> None:
+    """Refuses, in one line, an address that cannot be listened on (a port already taken, a host
+    that is not this machine's), before anything else starts. gRPC's own failure comes later,
+    after the database, and prints lines of its own."""
+    host, _, port_text = listen.rpartition(":")
+    if not port_text.isdigit() or int(port_text) == 0:
+        return  # port 0, or a form gRPC alone understands (unix:/path): left to gRPC
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        found = socket.getaddrinfo(host or None, int(port_text), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (OSError, UnicodeError) as exc:
+        raise StartupError(f"cannot listen on {listen} (SECRETS_LISTEN): {_brief(exc)}") from None
+    problems: list[str] = []
+    for family, kind, proto, _, address in found:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                problems.append(exc.strerror or type(exc).__name__)
+                continue
+        return  # gRPC serves when it can bind at least one of the addresses
+    raise StartupError(f"cannot listen on {listen} (SECRETS_LISTEN): {problems[0].lower()}")
 
 
 async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     prepared = prepare(settings)
     keyring, principals = prepared.keyring, prepared.principals
     tokens, fresh = prepared.dev_tokens, prepared.fresh_tokens
+    # Everything that can be refused without the database first: nothing to clean up yet.
+    credentials = _server_credentials(settings)
+    if not reuse_port:
+        _check_listen_address(settings.listen)
     embedded: EmbeddedPostgres | None = None
     url = settings.database_url
     if url is None:
@@ -201,7 +273,10 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
         url = await asyncio.to_thread(embedded.start)
         log.info("embedded Postgres running in %s", embedded.pgdata)
     try:
-        db = await Database.connect(url)
+        try:
+            db = await Database.connect(url)
+        except Exception as exc:
+            raise StartupError(f"cannot connect to the database at {_where(url)}: {_brief(exc)}") from exc
         await db.migrate()
         await verify_keyring(db, keyring)  # SPEC 4.2: refuse a keyring that strands data keys
     except BaseException:
@@ -241,14 +316,31 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
 
-    credentials = _server_credentials(settings)
-    if credentials is not None:
-        port = server.add_secure_port(settings.listen, credentials)
-    else:
-        port = server.add_insecure_port(settings.listen)
+    try:
+        if credentials is not None:
+            port = server.add_secure_port(settings.listen, credentials)
+        else:
+            port = server.add_insecure_port(settings.listen)
+    except Exception as exc:
+        # Taken since _check_listen_address looked, or an address gRPC alone understands.
+        if embedded is not None:
+            await asyncio.to_thread(embedded.stop)
+        raise StartupError(f"cannot listen on {settings.listen} (SECRETS_LISTEN): {_brief(exc)}") from exc
     await server.start()
     running = Running(
-        settings, server, port, db, embedded, audit, health_servicer, keys, cache, invalidations, tokens, fresh
+        settings,
+        server,
+        port,
+        db,
+        embedded,
+        audit,
+        health_servicer,
+        keys,
+        cache,
+        invalidations,
+        tokens,
+        fresh,
+        prepared.dev_tokens_file,
     )
     readiness = Readiness(db, keys, health_servicer)
     await readiness.check()  # right from the start, not a probe interval later
@@ -290,7 +382,12 @@ def tune_gc() -> None:
 
 
 async def serve(settings: Settings, *, reuse_port: bool = False, show_banner: bool = True, worker: int = 0) -> None:
-    running = await start(settings, reuse_port=reuse_port)
+    """Serves until SIGTERM or SIGINT. A failure to start is raised as StartupError (one line);
+    once serving, a signal always ends in a clean return (exit 0)."""
+    try:
+        running = await start(settings, reuse_port=reuse_port)
+    except Exception as exc:
+        raise StartupError(startup_problem(exc)) from exc
     tune_gc()
     host = settings.listen.rpartition(":")[0]
     address = f"{host}:{running.port}"
@@ -298,12 +395,16 @@ async def serve(settings: Settings, *, reuse_port: bool = False, show_banner: bo
         "serving secrets.v1 on %s (%s, worker %d)", address, "TLS" if settings.tls_cert_file else "plaintext", worker
     )
     if show_banner and not settings.production:
-        print(devmode.banner(address, running.dev_tokens, running.fresh_tokens), flush=True)
+        print(devmode.banner(address, running.dev_tokens, running.fresh_tokens, running.dev_tokens_file), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: draining calls in flight")
-    await running.stop(grace=10.0)
+    try:
+        await running.stop(grace=10.0)
+    except Exception as exc:
+        # The signal was honoured and calls were drained; what failed after is logged, not fatal.
+        log.error("shutdown did not finish cleanly: %s", type(exc).__name__)
     log.info("stopped")
