@@ -56,6 +56,19 @@ class Settings:
     # Bytes of large requests (over 64 KiB) held decoded at once (service/api/registry.py); past
     # it a call is answered RESOURCE_EXHAUSTED instead of parsed. 64 MiB: sixteen 4 MiB imports.
     max_request_bytes_in_flight: int = 64 * 1024 * 1024
+    # Calls one server process runs at once (gRPC's maximum_concurrent_rpcs); a call past it is
+    # answered RESOURCE_EXHAUSTED at once, before any handler runs (SPEC 3.1: overload is never a
+    # queue that ends in cancellation). Health and reflection calls count too.
+    #
+    # Sizing: calls in flight = arrival rate x time each spends in the server (Little's law), so
+    # the limit is the throughput of one process times the longest wait you accept, which must
+    # sit well below your clients' deadlines. One process resolves about 3,200 small requests/s
+    # (README, make bench) and reaches that with 32 in flight; 512 is about 160 ms of queued work
+    # at that rate. Lower it for short client deadlines or large requests (fewer calls/s); never
+    # below what a healthy peak keeps in flight (bench: 32-64). It is per process: SECRETS_WORKERS=N
+    # admits N times as many. Clients should retry RESOURCE_EXHAUSTED with backoff, ideally on
+    # another replica.
+    max_calls_in_flight: int = 512
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
@@ -105,6 +118,13 @@ class Settings:
             ) from None
         if request_budget < 4 * 1024 * 1024:
             raise ConfigError("SECRETS_MAX_REQUEST_BYTES_IN_FLIGHT must be at least 4194304 (one largest request)")
+        calls_text = get("SECRETS_MAX_CALLS_IN_FLIGHT") or str(cls.max_calls_in_flight)
+        try:
+            max_calls = int(calls_text)
+        except ValueError:
+            raise ConfigError(f"SECRETS_MAX_CALLS_IN_FLIGHT must be a whole number, not {calls_text!r}") from None
+        if max_calls < 1:
+            raise ConfigError("SECRETS_MAX_CALLS_IN_FLIGHT must be 1 or more")
         settings = cls(
             listen=get("SECRETS_LISTEN") or cls.listen,
             database_url=get("SECRETS_DATABASE_URL"),
@@ -116,6 +136,7 @@ class Settings:
             workers=workers,
             resolve_cache_entries=cache_entries,
             max_request_bytes_in_flight=request_budget,
+            max_calls_in_flight=max_calls,
             tls_cert_file=path("SECRETS_TLS_CERT_FILE"),
             tls_key_file=path("SECRETS_TLS_KEY_FILE"),
             tls_client_ca_file=path("SECRETS_TLS_CLIENT_CA_FILE"),

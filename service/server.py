@@ -296,6 +296,8 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     audit.start()
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(principals)],
+        # Past it, calls are answered RESOURCE_EXHAUSTED at once (sizing: Settings.max_calls_in_flight).
+        maximum_concurrent_rpcs=settings.max_calls_in_flight,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
