@@ -88,7 +88,9 @@ def run_workers(settings: Settings, run_one: Callable[[Settings, int], None]) ->
             # One worker gone wrong takes the rest down: a supervisor restarts the whole set,
             # rather than the port silently serving with less capacity.
             log.error("worker pid %d exited with %d; stopping the others", pid, exit_code)
-            status = 1
+            # A worker that could not start (exit 2, its one line already printed) makes the
+            # whole server a start-up failure too; anything else is a failure while serving.
+            status = max(status, 2 if exit_code == 2 else 1)
             forward(signal.SIGTERM, None)
     if embedded is not None:
         embedded.stop()
