@@ -48,6 +48,15 @@ async def database_url(pg_admin_url: str) -> AsyncIterator[str]:
     await pg.drop_database(pg_admin_url, url)
 
 
+@pytest.fixture
+async def fresh_database_url(pg_admin_url: str) -> AsyncIterator[str]:
+    """A database of one test's own, for a test whose servers use a keyring of their own: a
+    database remembers the master keys its data keys need, and refuses a server without them."""
+    url = await pg.create_database(pg_admin_url)
+    yield url
+    await pg.drop_database(pg_admin_url, url)
+
+
 def write_principals(path: Path) -> Path:
     roles = {
         "editor": ["editor"],

@@ -15,6 +15,13 @@ from tests.api import READ, Api, P, set_, to_dict
 from tests.conftest import write_principals
 from tests.proc import ServerProcess
 
+
+@pytest.fixture
+async def database_url(fresh_database_url: str) -> str:
+    """This module's servers use keyrings of their own, so each test gets a database of its own."""
+    return fresh_database_url
+
+
 pytestmark = pytest.mark.slow
 WRITERS = 6
 KEYS = [f"K{i}" for i in range(5)]

@@ -19,6 +19,13 @@ from tests.leaks import canary, find_canaries
 from tests.proc import ServerProcess
 from tests.recording import ResponseRecorder
 
+
+@pytest.fixture
+async def database_url(fresh_database_url: str) -> str:
+    """This module's servers use keyrings of their own, so each test gets a database of its own."""
+    return fresh_database_url
+
+
 pytestmark = pytest.mark.slow
 
 

@@ -9,7 +9,9 @@ import re
 import signal
 import socket
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -22,6 +24,13 @@ from service.server import start
 from tests.api import ADMIN, Api, W, delete, set_, to_dict, uid
 from tests.conftest import metadata, write_principals
 from tests.proc import ServerProcess
+
+
+@pytest.fixture
+async def database_url(fresh_database_url: str) -> str:
+    """This module's servers use keyrings of their own, so each test gets a database of its own."""
+    return fresh_database_url
+
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +48,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def test_a_save_on_one_replica_is_seen_by_the_next_resolve_on_another(database_url: str, tmp_path: Path) -> None:
+async def eventually(call: Callable[[], Awaitable[Any]], ok: Callable[[Any], bool], within: float = 1.0) -> bool:
+    """Whether `ok(await call())` holds within `within` seconds (a notification's flight time)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        if ok(await call()):
+            return True
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.01)
+
+
+async def test_a_save_on_one_replica_is_seen_on_another_once_its_notification_lands(
+    database_url: str, tmp_path: Path
+) -> None:
     env = {**files(tmp_path), "SECRETS_DATABASE_URL": database_url}
     a = ServerProcess({**env, "SECRETS_DATA_DIR": str(tmp_path / "a")}, tmp_path / "a.log")
     b = ServerProcess({**env, "SECRETS_DATA_DIR": str(tmp_path / "b")}, tmp_path / "b.log")
@@ -50,22 +72,32 @@ async def test_a_save_on_one_replica_is_seen_by_the_next_resolve_on_another(data
             await via_a.member(ws, user, ADMIN)
             for i in range(25):
                 await via_a.save(ws, user, W, set_("ROTATED", f"value-{i}"))
-                # Twice on B: the first may fill B's cache, the second must still be fresh.
-                for _ in range(2):
+                # B may answer from its cache for the moment the change notification is in
+                # flight (the cache module's documented trade-off), never longer: the value
+                # must turn fresh within a second and then stay fresh.
+                seen = ""
+                for _ in range(100):
                     reply = await via_b.resolve(ws, {"b": {"v": "{{ROTATED}}"}}, user=user)
-                    assert to_dict(reply.blocks[0].inputs) == {"v": f"value-{i}"}, f"round {i}"
+                    seen = to_dict(reply.blocks[0].inputs)["v"]
+                    if seen == f"value-{i}":
+                        break
+                    await asyncio.sleep(0.01)
+                assert seen == f"value-{i}", f"round {i}"
+                reply = await via_b.resolve(ws, {"b": {"v": "{{ROTATED}}"}}, user=user)
+                assert to_dict(reply.blocks[0].inputs) == {"v": f"value-{i}"}, f"round {i}"
+
+            async def on_b(key: str) -> Any:
+                return (await via_b.resolve(ws, {"b": {"v": "{{" + key + "}}"}}, user=user)).blocks[0]
+
             await via_a.save(ws, user, W, delete("ROTATED"))
-            reply = await via_b.resolve(ws, {"b": {"v": "{{ROTATED}}"}}, user=user)
-            assert reply.blocks[0].HasField("error")
+            assert await eventually(lambda: on_b("ROTATED"), lambda block: block.HasField("error"))
             # Membership changes travel the same way.
             await via_a.save(ws, user, W, set_("KEPT", "kept"))
-            reply = await via_b.resolve(ws, {"b": {"v": "{{KEPT}}"}}, user=user)
-            assert to_dict(reply.blocks[0].inputs) == {"v": "kept"}
+            assert await eventually(lambda: on_b("KEPT"), lambda block: to_dict(block.inputs) == {"v": "kept"})
             await via_a.directory.RemoveWorkspaceMember(
                 dpb.RemoveWorkspaceMemberRequest(workspace_id=ws, user_id=user), metadata=metadata("directory")
             )
-            reply = await via_b.resolve(ws, {"b": {"v": "{{KEPT}}"}}, user=user)
-            assert "not a member" in reply.blocks[0].error.message
+            assert await eventually(lambda: on_b("KEPT"), lambda block: "not a member" in block.error.message)
     finally:
         assert a.terminate() == 0
         assert b.terminate() == 0

@@ -23,6 +23,12 @@ from service.server import Running, start
 from tests.conftest import TOKENS, write_principals
 
 
+@pytest.fixture
+async def database_url(fresh_database_url: str) -> str:
+    """This module's servers use keyrings of their own, so each test gets a database of its own."""
+    return fresh_database_url
+
+
 def _name(cn: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
 
