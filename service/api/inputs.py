@@ -2,14 +2,18 @@
 
 The walk works on the protobuf messages in place: the resolved inputs are a copy of the
 request's, with only the strings that hold references rewritten, so nothing else is converted.
+
+Field paths (`headers.Authorization`, `messages[2].content`) are built only for the strings that
+hold references, and only when asked for: a path repeats every name above it, so building one
+for every field costs the square of the nesting. What is remembered across calls is bounded in
+bytes (BoundedMemo), since names and paths are the callers' data (F2).
 """
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Hashable, Sequence
+from typing import TypeVar
 
 from google.protobuf import struct_pb2
 
@@ -21,26 +25,88 @@ from service.domain.limits import (
     MAX_KEYS_PER_REQUEST,
     MAX_REFERENCES_PER_REQUEST,
 )
+from service.domain.templates import OPEN, parse
 
 _PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
 
 
-@dataclass(slots=True)
+class BoundedMemo(dict[K, V]):
+    """A memo bounded in bytes: at most `entries` entries, each put only when its user has found
+    it small (each use states its bound per entry). When full it starts over, so callers who keep
+    sending new data cost it time, never memory. Read it with `get` (the dict's own)."""
+
+    def __init__(self, entries: int) -> None:
+        super().__init__()
+        self.entries = entries
+
+    def put(self, key: K, value: V) -> None:
+        if len(self) >= self.entries:
+            self.clear()
+        self[key] = value
+
+
+# A step from the inputs' root to a field: (parent step or None, object field name or list index).
+# Tuples, not objects: the walk makes one for each container and each string with references.
+Step = tuple["Step | None", str | int]
+
+# Field paths of ordinary inputs, remembered: the same workflows are resolved run after run.
+# Only paths of at most MEMO_PATH_CHARS characters and MEMO_PATH_DEPTH steps are kept: an entry
+# (the path, and its key of MEMO_PATH_DEPTH tuples and names) takes about 1.6 KiB at most, in 4-byte
+# characters: the memo stays under 3.5 MiB (tests/findings/test_f02_*.py measures it).
+MEMO_PATH_CHARS = 96
+MEMO_PATH_DEPTH = 6
+_paths: BoundedMemo[Step, str] = BoundedMemo(2048)
+_remembered_path = _paths.get
+
+
+def _segment(name: str | int, first: bool) -> str:
+    """One step as it reads in a path: `.name` (`name` first), `["X-Api.Key"]` or `[3]`."""
+    if isinstance(name, int):
+        return f"[{name}]"
+    if _PLAIN_NAME.fullmatch(name):
+        return name if first else f".{name}"
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'["{escaped}"]'
+
+
+def path_of(step: Step) -> str:
+    """The field path of a step: `headers.Authorization`, `messages[2].content`."""
+    path = _remembered_path(step)
+    if path is not None:
+        return path
+    names: list[str | int] = []
+    parent: Step | None = step
+    while parent is not None:
+        parent, name = parent
+        names.append(name)
+    names.reverse()
+    # One join of the segments: no path of a parent is built on the way.
+    path = "".join([_segment(names[0], True), *(_segment(n, False) for n in names[1:])])
+    if len(path) <= MEMO_PATH_CHARS and len(names) <= MEMO_PATH_DEPTH:
+        _paths.put(step, path)
+    return path
+
+
 class Site:
     """One string in the inputs that holds references (or escapes)."""
 
-    path: str
-    holder: struct_pb2.Value
-    template: templates.Template
+    __slots__ = ("_path", "holder", "step", "template")
 
+    def __init__(self, step: Step, holder: struct_pb2.Value, template: templates.Template) -> None:
+        self.step = step
+        self.holder = holder
+        self.template = template
+        self._path: str | None = None
 
-@functools.lru_cache(maxsize=16_384)
-def _join(parent: str, name: str) -> str:
-    # Plain names read as `headers.Authorization`; others are quoted: `headers["X-Api.Key"]`.
-    if _PLAIN_NAME.fullmatch(name):
-        return f"{parent}.{name}" if parent else name
-    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
-    return f'{parent}["{escaped}"]'
+    @property
+    def path(self) -> str:
+        """The field path of this string (`headers.Authorization`), built on first use."""
+        path = self._path
+        if path is None:
+            path = self._path = path_of(self.step)
+        return path
 
 
 def find_sites(inputs: struct_pb2.Struct, where: str) -> list[Site]:
@@ -49,7 +115,7 @@ def find_sites(inputs: struct_pb2.Struct, where: str) -> list[Site]:
     Object keys are never substituted (SPEC 2.3). Raises InvalidArgument past MAX_INPUT_DEPTH.
     """
     found: list[Site] = []
-    _walk_struct(inputs, "", 1, where, found)
+    _walk_struct(inputs, None, 1, where, found)
     return found
 
 
@@ -60,30 +126,45 @@ def _too_deep(where: str) -> InvalidArgument:
     )
 
 
-# Appending to one list instead of chaining generators: this walk runs for every resolve.
-def _walk_struct(struct: struct_pb2.Struct, path: str, depth: int, where: str, found: list[Site]) -> None:
+# Appending to one list instead of chaining generators, and strings handled in the loop rather
+# than by a call each: this walk runs for every resolve. A step is made only for containers and
+# for strings that hold references, not for every field.
+def _walk_struct(struct: struct_pb2.Struct, parent: Step | None, depth: int, where: str, found: list[Site]) -> None:
     if depth > MAX_INPUT_DEPTH:
         raise _too_deep(where)
     fields = struct.fields
     # Sorted, because map order is not defined: the "first" failing reference of a block, and
     # the order of the references listed, must not change from one call to the next.
     for name in sorted(fields):
-        _walk_value(fields[name], _join(path, name), depth, where, found)
+        value = fields[name]
+        kind = value.WhichOneof("kind")
+        if kind == "string_value":
+            text = value.string_value
+            if OPEN in text:  # most strings hold no braces
+                template = parse(text)
+                if template is not None:
+                    found.append(Site((parent, name), value, template))
+        elif kind == "struct_value":
+            _walk_struct(value.struct_value, (parent, name), depth + 1, where, found)
+        elif kind == "list_value":
+            _walk_list(value.list_value, (parent, name), depth + 1, where, found)
 
 
-def _walk_value(value: struct_pb2.Value, path: str, depth: int, where: str, found: list[Site]) -> None:
-    kind = value.WhichOneof("kind")
-    if kind == "string_value":
-        template = templates.parse(value.string_value)
-        if template is not None:
-            found.append(Site(path, value, template))
-    elif kind == "struct_value":
-        _walk_struct(value.struct_value, path, depth + 1, where, found)
-    elif kind == "list_value":
-        if depth + 1 > MAX_INPUT_DEPTH:
-            raise _too_deep(where)
-        for i, item in enumerate(value.list_value.values):
-            _walk_value(item, f"{path}[{i}]", depth + 1, where, found)
+def _walk_list(items: struct_pb2.ListValue, parent: Step, depth: int, where: str, found: list[Site]) -> None:
+    if depth > MAX_INPUT_DEPTH:
+        raise _too_deep(where)
+    for i, value in enumerate(items.values):
+        kind = value.WhichOneof("kind")
+        if kind == "string_value":
+            text = value.string_value
+            if OPEN in text:
+                template = parse(text)
+                if template is not None:
+                    found.append(Site((parent, i), value, template))
+        elif kind == "struct_value":
+            _walk_struct(value.struct_value, (parent, i), depth + 1, where, found)
+        elif kind == "list_value":
+            _walk_list(value.list_value, (parent, i), depth + 1, where, found)
 
 
 def sites_in_blocks(blocks: Sequence[tuple[str, struct_pb2.Struct]]) -> tuple[list[list[Site]], list[str]]:
