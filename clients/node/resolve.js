@@ -5,6 +5,10 @@
 //   SECRETS_ADDRESS=127.0.0.1:50051 SECRETS_TOKEN=<executor token> node resolve.js request.json
 //
 // request.json is a ResolveInputsRequest in proto-JSON form; the response is printed as JSON.
+// Each reference's `start` and `end` say where its value is in the resolved string at its
+// `field_path`, in Unicode code points (resolver.proto): `Array.from(s).slice(start, end).join('')`,
+// not `s.slice(start, end)` (JavaScript strings index UTF-16 code units). Mask exactly those
+// substrings in logs.
 // Exit code 0 on success; 1 with "<STATUS>: <message>" on stderr for a gRPC error.
 'use strict';
 

@@ -19,12 +19,12 @@ from service.gen.secrets.v1 import resolver_pb2 as pb
 from service.gen.secrets.v1 import resolver_pb2_grpc as pb_grpc
 
 # Serialized `BlockResult.references` entries, remembered: the same inputs resolve to the same
-# paths and versions run after run. Only entries whose path and key hold at most
+# paths, versions and offsets run after run. Only entries whose path and key hold at most
 # MEMO_REFERENCE_CHARS characters together are kept: an entry (key tuple, strings, bytes) takes
 # about 1.3 KiB at most, in 4-byte characters: the memo stays under 3.5 MiB (tests/findings/test_f02_*.py
 # measures it).
 MEMO_REFERENCE_CHARS: Final = 96
-_references: BoundedMemo[tuple[str, str, int, int], bytes] = BoundedMemo(2048)
+_references: BoundedMemo[tuple[str, str, int, int, int, int], bytes] = BoundedMemo(2048)
 
 
 class ResolverServicer(pb_grpc.ResolverServicer):
@@ -91,7 +91,7 @@ def _fill_block(
     result: pb.BlockResult, sites: list[Site], outcomes: Mapping[str, KeyOutcome], texts: Mapping[str, str]
 ) -> None:
     """Renders one block's strings, each reference's value where its `{{KEY}}` was, and lists
-    the references."""
+    the references with the offsets of their values in code points (resolver.proto)."""
     fragments = []
     remembered = _references.get
     for site in sites:
@@ -102,23 +102,34 @@ def _fill_block(
             continue
         path = site.path
         out = [parts[0]]
+        start = len(parts[0])
         for ref, part in zip(template.references, parts[1:], strict=True):
+            text = texts[ref.key]
             chosen = outcomes[ref.key].decision.chosen
             assert chosen is not None
-            entry = (path, ref.key, int(chosen.scope), chosen.version)
+            end = start + len(text)
+            entry = (path, ref.key, int(chosen.scope), chosen.version, start, end)
             fragments.append(remembered(entry) or _reference_bytes(entry))
-            out.append(texts[ref.key])
+            out.append(text)
             out.append(part)
+            start = end + len(part)
         site.holder.string_value = "".join(out)
     # One parse of prebuilt bytes instead of a Python call per field of each reference.
     result.MergeFromString(b"".join(fragments))
 
 
-def _reference_bytes(entry: tuple[str, str, int, int]) -> bytes:
-    """A `BlockResult.references` entry (path, key, scope, version), serialized: names and
-    version, never a value. Remembered when short (MEMO_REFERENCE_CHARS)."""
-    path, key, scope, version = entry
-    reference = pb.ResolvedReference(field_path=path, key=key, scope=scope, version=version)  # type: ignore[arg-type]
+def _reference_bytes(entry: tuple[str, str, int, int, int, int]) -> bytes:
+    """A `BlockResult.references` entry (path, key, scope, version, start, end), serialized:
+    names, version and offsets, never a value. Remembered when short (MEMO_REFERENCE_CHARS)."""
+    path, key, scope, version, start, end = entry
+    reference = pb.ResolvedReference(
+        field_path=path,
+        key=key,
+        scope=scope,  # type: ignore[arg-type]
+        version=version,
+        start=start,
+        end=end,
+    )
     found = pb.BlockResult(references=[reference]).SerializeToString()
     if len(path) + len(key) <= MEMO_REFERENCE_CHARS:
         _references.put(entry, found)

@@ -114,10 +114,10 @@ def test_each_memo_stays_within_its_bound_in_bytes() -> None:
         before = kept_bytes()
         for n in range(resolver._references.entries):
             path = f"{n:06d}" + WIDE * (resolver.MEMO_REFERENCE_CHARS - 6 - 10)
-            resolver._reference_bytes((path, f"K{n:09d}", 1, 2**62))
+            resolver._reference_bytes((path, f"K{n:09d}", 1, 2**62, 2**30, 2**31 - 1))
         references = kept_bytes() - before
         assert len(resolver._references) == resolver._references.entries
-        resolver._reference_bytes(("one more", "K", 1, 1))
+        resolver._reference_bytes(("one more", "K", 1, 1, 0, 1))
         assert len(resolver._references) == 1
     finally:
         tracemalloc.stop()

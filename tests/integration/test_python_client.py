@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
+from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
+from google.protobuf import struct_pb2
 from secrets_client import (
     DirectoryClient,
     EditorClient,
@@ -16,8 +21,11 @@ from secrets_client import (
     PermissionDenied,
     RedactingFilter,
     RevisionConflict,
+    SecretsError,
     Unauthenticated,
+    resolution_from_response,
 )
+from secrets_client.gen.secrets.v1 import resolver_pb2
 from secrets_client.redact import MASK
 
 from tests.api import uid
@@ -116,3 +124,41 @@ async def test_ops_client_pages_through_audit_events(clients) -> None:  # type: 
     assert [e.action for e in events] == ["secrets.save"] * 5 + ["member.put"]
     status = await ops.key_status()
     assert status.primary_key_id == "k1"
+
+
+VECTORS = Path(__file__).resolve().parents[2] / "clients" / "testdata" / "redaction_vectors.json"
+
+
+@pytest.mark.parametrize("case", json.loads(VECTORS.read_text(encoding="utf-8"))["cases"], ids=lambda c: str(c["name"]))
+async def test_shared_redaction_vectors_end_to_end(clients, case: dict[str, Any]) -> None:  # type: ignore[no-untyped-def]
+    """clients/testdata/redaction_vectors.json through the server and this client: the resolved
+    inputs, the references' offsets, and the redactor built from them."""
+    executor, editor, directory, _ = clients
+    ws, user = uid("ws"), uid("user")
+    await directory.put_member(ws, user, f"{user}@example.com", "admin")
+    await editor.save(user, ws, expected_revision=0, set=case["values"])
+    resolution = await executor.resolve(ws, {"b": case["inputs"]}, triggering_user_id=user)
+    block = resolution.blocks["b"]
+    assert block.ok and block.inputs == case["resolved"]
+    assert [
+        {"field_path": r.field_path, "key": r.key, "start": r.start, "end": r.end} for r in block.references
+    ] == case["references"]
+    redactor = resolution.redactor()
+    for item in case["redact"]:
+        assert redactor.redact(item["text"]) == item["expected"], item["text"]
+
+
+async def test_a_response_without_offsets_builds_no_redactor() -> None:
+    """From a service that predates the offsets, the client refuses rather than guess."""
+    reply = resolver_pb2.ResolveInputsResponse(
+        blocks=[
+            resolver_pb2.BlockResult(
+                block_id="b",
+                inputs=struct_pb2.Struct(fields={"a": struct_pb2.Value(string_value="user:pass-word")}),
+                references=[resolver_pb2.ResolvedReference(field_path="a", key="USER", version=1)],
+            )
+        ]
+    )
+    with pytest.raises(SecretsError) as refused:
+        resolution_from_response(reply)
+    assert refused.value.code == grpc.StatusCode.UNIMPLEMENTED and "'USER'" in refused.value.message

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any
+
 import grpc
 import pytest
 
@@ -169,3 +173,22 @@ async def test_blocks_come_back_in_request_order_with_their_ids(api: Api, world:
     reply = await api.resolve(ws, {f"blk{i}": {"v": "{{TOKEN}}" if i % 2 else "{{NONE}}"} for i in range(6)}, user=user)
     assert [b.block_id for b in reply.blocks] == [f"blk{i}" for i in range(6)]
     assert [b.HasField("error") for b in reply.blocks] == [True, False] * 3
+
+
+VECTORS = Path(__file__).resolve().parents[2] / "clients" / "testdata" / "redaction_vectors.json"
+
+
+@pytest.mark.parametrize("case", json.loads(VECTORS.read_text(encoding="utf-8"))["cases"], ids=lambda c: str(c["name"]))
+async def test_references_say_where_each_value_is(api: Api, case: dict[str, Any]) -> None:
+    """The shared client vectors (clients/testdata/redaction_vectors.json) through the server:
+    resolved inputs, and each reference's offsets in code points."""
+    ws, user = uid("ws"), uid("user")
+    await api.member(ws, user, ADMIN)
+    await api.save(ws, user, W, *(set_(key, value) for key, value in case["values"].items()))
+    reply = await api.resolve(ws, {"b": case["inputs"]}, user=user)
+    block = reply.blocks[0]
+    assert not block.HasField("error"), block.error.message
+    assert to_dict(block.inputs) == case["resolved"]
+    assert [
+        {"field_path": r.field_path, "key": r.key, "start": r.start, "end": r.end} for r in block.references
+    ] == case["references"]

@@ -16,6 +16,7 @@ from secrets_client.client import (
     Reference,
     Resolution,
     ResolvedBlock,
+    resolution_from_response,
 )
 from secrets_client.errors import (
     AlreadyExists,
@@ -57,4 +58,5 @@ __all__ = [
     "SecretsError",
     "Unauthenticated",
     "Unavailable",
+    "resolution_from_response",
 ]

@@ -6,16 +6,16 @@ typed exceptions of `secrets_client.errors` instead of grpc errors.
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from google.protobuf import json_format, struct_pb2
 
-from secrets_client import templates
-from secrets_client.errors import from_rpc_error
+from secrets_client.errors import SecretsError, from_rpc_error
 from secrets_client.gen.secrets.v1 import common_pb2 as common
 from secrets_client.gen.secrets.v1 import directory_pb2 as directory
 from secrets_client.gen.secrets.v1 import directory_pb2_grpc as directory_grpc
@@ -97,6 +97,10 @@ class Reference:
     key: str
     scope: str  # "workspace" or "personal"
     version: int
+    # Where the value is in the resolved string at field_path, in code points (Python string
+    # indexes): `block.inputs[...][start:end]`. Never empty: end > start.
+    start: int = 0
+    end: int = 0
 
 
 @dataclass(frozen=True)
@@ -140,48 +144,73 @@ def _struct(data: Mapping[str, Any]) -> struct_pb2.Struct:
     return s
 
 
-def _strings(value: Any) -> Iterable[str]:
+# The service's field path syntax (service/api/inputs.py): `headers.Authorization`,
+# `messages[2].content`, `headers["X-Api.Key"]`.
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]*")
+
+
+def _segment(name: str, first: bool) -> str:
+    if _PLAIN_NAME.fullmatch(name):
+        return name if first else f".{name}"
+    escaped = name.replace("\\", "\\\\").replace('"', '\\"')
+    return f'["{escaped}"]'
+
+
+def _strings_by_path(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in resolved inputs (a JSON-like dict) with its field path."""
     if isinstance(value, str):
-        yield value
+        yield path, value
     elif isinstance(value, Mapping):
-        for v in value.values():
-            yield from _strings(v)
+        for name, item in value.items():
+            yield from _strings_by_path(item, path + _segment(name, not path))
     elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
+        for i, item in enumerate(value):
+            yield from _strings_by_path(item, f"{path}[{i}]")
 
 
-def _pairs(template: Any, resolved: Any) -> Iterable[tuple[str, str]]:
-    if isinstance(template, str) and isinstance(resolved, str):
-        yield template, resolved
-    elif isinstance(template, Mapping) and isinstance(resolved, Mapping):
-        for k, v in template.items():
-            if k in resolved:
-                yield from _pairs(v, resolved[k])
-    elif isinstance(template, list) and isinstance(resolved, list):
-        for t, r in zip(template, resolved, strict=False):
-            yield from _pairs(t, r)
+def _values_used(inputs: Mapping[str, Any], references: list[Reference]) -> Iterator[str]:
+    """The values the service put into `inputs`, cut where it says each one is."""
+    wanted = {r.field_path for r in references}
+    strings = {path: text for path, text in _strings_by_path(inputs) if path in wanted}
+    for r in references:
+        text = strings.get(r.field_path)
+        if text is None or not 0 <= r.start < r.end <= len(text):
+            # A server that predates the offsets (or a broken response): a redactor built from
+            # guesses would miss values silently, so none is built at all.
+            raise SecretsError(
+                f"the service did not say where the value of {r.key!r} is in {r.field_path!r} "
+                f"(start {r.start}, end {r.end}); this client needs a service that reports it",
+                grpc.StatusCode.UNIMPLEMENTED,
+            )
+        yield text[r.start : r.end]
 
 
-def _values_used(requested: Mapping[str, Mapping[str, Any]], blocks: dict[str, ResolvedBlock]) -> list[str]:
-    """Recovers the substituted values by lining each template up with its resolved string."""
-    pairs = [
-        pair
-        for block_id, inputs in requested.items()
-        if (b := blocks.get(block_id)) is not None and b.inputs is not None
-        for pair in _pairs(inputs, b.inputs)
-        if templates.split(pair[0]) is not None
-    ]
-    known: dict[str, str] = {}
-    progress = True
-    while progress:  # strings with one unknown key first; they make others solvable
-        progress = False
-        for template, resolved in pairs:
-            found = templates.extract_values(template, resolved, known)
-            if found:
-                known.update(found)
-                progress = True
-    return list(known.values())
+def resolution_from_response(reply: resolver.ResolveInputsResponse) -> Resolution:
+    """A Resolution from the service's ResolveInputsResponse: each block's inputs and references,
+    and the values for the redactor, each cut from its string where the response says it is."""
+    result: dict[str, ResolvedBlock] = {}
+    values: dict[str, None] = {}
+    for b in reply.blocks:
+        if b.HasField("error"):
+            code = common.BlockErrorCode.Name(b.error.code).removeprefix("BLOCK_ERROR_CODE_")
+            err = BlockError(code, b.error.key, b.error.field_path, b.error.message)
+            result[b.block_id] = ResolvedBlock(b.block_id, None, error=err)
+            continue
+        refs = [
+            Reference(
+                r.field_path,
+                r.key,
+                common.Scope.Name(r.scope).removeprefix("SCOPE_").lower(),
+                r.version,
+                r.start,
+                r.end,
+            )
+            for r in b.references
+        ]
+        inputs = json_format.MessageToDict(b.inputs)
+        values.update(dict.fromkeys(_values_used(inputs, refs)))
+        result[b.block_id] = ResolvedBlock(b.block_id, inputs, refs)
+    return Resolution(reply.run_user_id, result, list(values))
 
 
 class ExecutorClient(_Client):
@@ -211,19 +240,7 @@ class ExecutorClient(_Client):
         )
         stub = resolver_grpc.ResolverStub(self.channel)
         reply = await self._call(stub.ResolveInputs, request, timeout=timeout)
-        result: dict[str, ResolvedBlock] = {}
-        for b in reply.blocks:
-            if b.HasField("error"):
-                code = common.BlockErrorCode.Name(b.error.code).removeprefix("BLOCK_ERROR_CODE_")
-                err = BlockError(code, b.error.key, b.error.field_path, b.error.message)
-                result[b.block_id] = ResolvedBlock(b.block_id, None, error=err)
-            else:
-                refs = [
-                    Reference(r.field_path, r.key, common.Scope.Name(r.scope).removeprefix("SCOPE_").lower(), r.version)
-                    for r in b.references
-                ]
-                result[b.block_id] = ResolvedBlock(b.block_id, json_format.MessageToDict(b.inputs), refs)
-        return Resolution(reply.run_user_id, result, _values_used(blocks, result))
+        return resolution_from_response(reply)
 
 
 class EditorClient(_Client):

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from service.gen.secrets.v1 import common_pb2 as secrets_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19secrets/v1/resolver.proto\x12\nsecrets.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17secrets/v1/common.proto\"\xdd\x01\n\x14ResolveInputsRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12$\n\x07trigger\x18\x04 \x01(\x0e\x32\x13.secrets.v1.Trigger\x12\x1a\n\x12triggering_user_id\x18\x05 \x01(\t\x12\x19\n\x11workflow_owner_id\x18\x06 \x01(\t\x12\'\n\x06\x62locks\x18\x07 \x03(\x0b\x32\x17.secrets.v1.BlockInputs\"g\n\x11ResolvedReference\x12\x12\n\nfield_path\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12 \n\x05scope\x18\x03 \x01(\x0e\x32\x11.secrets.v1.Scope\x12\x0f\n\x07version\x18\x04 \x01(\x03\"\xa2\x01\n\x0b\x42lockResult\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\nreferences\x18\x03 \x03(\x0b\x32\x1d.secrets.v1.ResolvedReference\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.secrets.v1.BlockError\"U\n\x15ResolveInputsResponse\x12\'\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x17.secrets.v1.BlockResult\x12\x13\n\x0brun_user_id\x18\x02 \x01(\t2`\n\x08Resolver\x12T\n\rResolveInputs\x12 .secrets.v1.ResolveInputsRequest\x1a!.secrets.v1.ResolveInputsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19secrets/v1/resolver.proto\x12\nsecrets.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17secrets/v1/common.proto\"\xdd\x01\n\x14ResolveInputsRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12$\n\x07trigger\x18\x04 \x01(\x0e\x32\x13.secrets.v1.Trigger\x12\x1a\n\x12triggering_user_id\x18\x05 \x01(\t\x12\x19\n\x11workflow_owner_id\x18\x06 \x01(\t\x12\'\n\x06\x62locks\x18\x07 \x03(\x0b\x32\x17.secrets.v1.BlockInputs\"\x83\x01\n\x11ResolvedReference\x12\x12\n\nfield_path\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12 \n\x05scope\x18\x03 \x01(\x0e\x32\x11.secrets.v1.Scope\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\r\n\x05start\x18\x05 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x06 \x01(\x05\"\xa2\x01\n\x0b\x42lockResult\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\nreferences\x18\x03 \x03(\x0b\x32\x1d.secrets.v1.ResolvedReference\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.secrets.v1.BlockError\"U\n\x15ResolveInputsResponse\x12\'\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x17.secrets.v1.BlockResult\x12\x13\n\x0brun_user_id\x18\x02 \x01(\t2`\n\x08Resolver\x12T\n\rResolveInputs\x12 .secrets.v1.ResolveInputsRequest\x1a!.secrets.v1.ResolveInputsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,12 +36,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RESOLVEINPUTSREQUEST']._serialized_start=97
   _globals['_RESOLVEINPUTSREQUEST']._serialized_end=318
-  _globals['_RESOLVEDREFERENCE']._serialized_start=320
-  _globals['_RESOLVEDREFERENCE']._serialized_end=423
-  _globals['_BLOCKRESULT']._serialized_start=426
-  _globals['_BLOCKRESULT']._serialized_end=588
-  _globals['_RESOLVEINPUTSRESPONSE']._serialized_start=590
-  _globals['_RESOLVEINPUTSRESPONSE']._serialized_end=675
-  _globals['_RESOLVER']._serialized_start=677
-  _globals['_RESOLVER']._serialized_end=773
+  _globals['_RESOLVEDREFERENCE']._serialized_start=321
+  _globals['_RESOLVEDREFERENCE']._serialized_end=452
+  _globals['_BLOCKRESULT']._serialized_start=455
+  _globals['_BLOCKRESULT']._serialized_end=617
+  _globals['_RESOLVEINPUTSRESPONSE']._serialized_start=619
+  _globals['_RESOLVEINPUTSRESPONSE']._serialized_end=704
+  _globals['_RESOLVER']._serialized_start=706
+  _globals['_RESOLVER']._serialized_end=802
 # @@protoc_insertion_point(module_scope)

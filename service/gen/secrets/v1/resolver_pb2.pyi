@@ -63,7 +63,9 @@ Global___ResolveInputsRequest: _TypeAlias = ResolveInputsRequest  # noqa: Y015
 
 @_typing.final
 class ResolvedReference(_message.Message):
-    """ResolvedReference says which secret a reference used; never the value."""
+    """ResolvedReference says which secret a reference used, and where its value went; never the
+    value itself.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -71,10 +73,25 @@ class ResolvedReference(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     SCOPE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    END_FIELD_NUMBER: _builtins.int
     field_path: _builtins.str
+    """The string of the block's inputs that held the reference: `headers.Authorization`,
+    `messages[2].content`, `headers["X-Api.Key"]`.
+    """
     key: _builtins.str
     scope: _common_pb2.Scope.ValueType
     version: _builtins.int
+    start: _builtins.int
+    """Where this reference's value is in the resolved string at `field_path`: from `start`
+    (inclusive) to `end` (exclusive), counted in Unicode code points (not UTF-8 bytes, not
+    UTF-16 code units) from the start of the string. In Python the value is
+    `rendered[start:end]`; in JavaScript, `Array.from(rendered).slice(start, end).join("")`.
+    Executors mask exactly these substrings in their logs: with several references in one
+    string, escapes (`\\{{`) and values that contain `{{`, nothing else tells them apart.
+    A value is never empty, so `end` > `start` always.
+    """
+    end: _builtins.int
     def __init__(
         self,
         *,
@@ -82,10 +99,12 @@ class ResolvedReference(_message.Message):
         key: _builtins.str = ...,
         scope: _common_pb2.Scope.ValueType = ...,
         version: _builtins.int = ...,
+        start: _builtins.int = ...,
+        end: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["field_path", b"field_path", "key", b"key", "scope", b"scope", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end", b"end", "field_path", b"field_path", "key", b"key", "scope", b"scope", "start", b"start", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
