@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Hashable, Sequence
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from google.protobuf import struct_pb2
 
@@ -89,15 +89,39 @@ def path_of(step: Step) -> str:
     return path
 
 
+class PathSizes:
+    """The UTF-8 length of steps' paths, without building them, each step's share computed once
+    (for one call: it is keyed by the steps of that call's inputs). A path repeats the names
+    above it, so sizing thousands of deep paths by building them could take gigabytes."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[int, tuple[Step, int]] = {}
+
+    def __call__(self, step: Step) -> int:
+        known = self._sizes.get(id(step))
+        if known is not None:
+            return known[1]
+        parent, name = step
+        segment = _segment(name, parent is None)
+        size = len(segment) if segment.isascii() else len(segment.encode("utf-8"))
+        if parent is not None:
+            size += self(parent)
+        # The step is kept with its size so that its id cannot be reused while this lives.
+        self._sizes[id(step)] = (step, size)
+        return size
+
+
 class Site:
     """One string in the inputs that holds references (or escapes)."""
 
-    __slots__ = ("_path", "holder", "step", "template")
+    __slots__ = ("_path", "depth", "holder", "step", "template")
 
-    def __init__(self, step: Step, holder: struct_pb2.Value, template: templates.Template) -> None:
+    def __init__(self, step: Step, holder: struct_pb2.Value, template: templates.Template, depth: int) -> None:
         self.step = step
         self.holder = holder
         self.template = template
+        # Levels of objects and lists around the string (1: a field of the inputs themselves).
+        self.depth = depth
         self._path: str | None = None
 
     @property
@@ -143,7 +167,7 @@ def _walk_struct(struct: struct_pb2.Struct, parent: Step | None, depth: int, whe
             if OPEN in text:  # most strings hold no braces
                 template = parse(text)
                 if template is not None:
-                    found.append(Site((parent, name), value, template))
+                    found.append(Site((parent, name), value, template, depth))
         elif kind == "struct_value":
             _walk_struct(value.struct_value, (parent, name), depth + 1, where, found)
         elif kind == "list_value":
@@ -160,21 +184,28 @@ def _walk_list(items: struct_pb2.ListValue, parent: Step, depth: int, where: str
             if OPEN in text:
                 template = parse(text)
                 if template is not None:
-                    found.append(Site((parent, i), value, template))
+                    found.append(Site((parent, i), value, template, depth))
         elif kind == "struct_value":
             _walk_struct(value.struct_value, (parent, i), depth + 1, where, found)
         elif kind == "list_value":
             _walk_list(value.list_value, (parent, i), depth + 1, where, found)
 
 
-def sites_in_blocks(blocks: Sequence[tuple[str, struct_pb2.Struct]]) -> tuple[list[list[Site]], list[str]]:
-    """The sites of each (block id, inputs) and the distinct keys they reference, in order, with
+class Walk(NamedTuple):
+    sites: list[list[Site]]  # per block, in document order
+    keys: list[str]  # distinct, in order of first use
+    references: int  # in all blocks
+    strings: int  # holding at least one reference, in all blocks
+
+
+def walk_blocks(blocks: Sequence[tuple[str, struct_pb2.Struct]]) -> Walk:
+    """The sites of each (block id, inputs), the distinct keys they reference and how often, with
     the per-request limits checked (SPEC 2.3 walk; limits in service/domain/limits.py)."""
     if len(blocks) > MAX_BLOCKS_PER_REQUEST:
         raise ResourceExhausted(f"a request may hold at most {MAX_BLOCKS_PER_REQUEST} blocks, got {len(blocks)}")
     per_block: list[list[Site]] = []
     keys: dict[str, None] = {}
-    references = 0
+    references = strings = 0
     for i, (block_id, inputs) in enumerate(blocks):
         if not block_id:
             raise InvalidArgument(
@@ -182,13 +213,21 @@ def sites_in_blocks(blocks: Sequence[tuple[str, struct_pb2.Struct]]) -> tuple[li
             )
         sites = find_sites(inputs, f"blocks[{i}].inputs")
         for site in sites:
-            for ref in site.template.references:
-                keys[ref.key] = None
-                references += 1
+            if found := site.template.references:
+                strings += 1
+                references += len(found)
+                for ref in found:
+                    keys[ref.key] = None
         per_block.append(sites)
     if references > MAX_REFERENCES_PER_REQUEST or len(keys) > MAX_KEYS_PER_REQUEST:
         raise ResourceExhausted(
             f"a request may hold at most {MAX_REFERENCES_PER_REQUEST} references to at most "
             f"{MAX_KEYS_PER_REQUEST} distinct keys; got {references} to {len(keys)}"
         )
-    return per_block, list(keys)
+    return Walk(per_block, list(keys), references, strings)
+
+
+def sites_in_blocks(blocks: Sequence[tuple[str, struct_pb2.Struct]]) -> tuple[list[list[Site]], list[str]]:
+    """walk_blocks' sites per block and distinct keys."""
+    walk = walk_blocks(blocks)
+    return walk.sites, walk.keys

@@ -9,20 +9,39 @@ import grpc
 
 from service.api import convert
 from service.api.common import caller
-from service.api.inputs import BoundedMemo, Site, sites_in_blocks
+from service.api.inputs import BoundedMemo, PathSizes, Site, Walk, walk_blocks
 from service.app.resolver import KeyOutcome, ResolverService
+from service.domain.errors import ResourceExhausted
 from service.domain.keys import require_id
+from service.domain.limits import MAX_INPUT_DEPTH, MAX_MESSAGE_BYTES
 from service.domain.resolution import block_error_message, run_user_for
 from service.errors import rpc
 from service.gen.secrets.v1 import common_pb2 as common
 from service.gen.secrets.v1 import resolver_pb2 as pb
 from service.gen.secrets.v1 import resolver_pb2_grpc as pb_grpc
 
+# Sizing the response before rendering it (F16), in bytes on the wire, all upper bounds:
+# - a ResolvedReference besides its field path and key: the tags and length prefixes of the entry
+#   and of its two strings (1 + 4 each), scope (1 + 1), version (1 + 10), start and end (1 + 5 each);
+REFERENCE_OVERHEAD_BYTES: Final = 40
+# - how much the length prefixes around one rewritten string can grow: a prefix of a message under
+#   256 MiB grows by 3 bytes at most, and a string at nesting depth d sits in at most 3 d + 3
+#   length-delimited messages (each Struct level is an entry, a Value and a Struct);
+PREFIX_GROWTH_BYTES_PER_LEVEL: Final = 9
+PREFIX_GROWTH_BYTES_PER_STRING: Final = 9
+# - a field path, from the inputs that hold it: a name's bytes at most twice over (escaped `\` and
+#   `"`) plus `["` `"]`, or a list index as `[n]`, for each level.
+PATH_BYTES_PER_LEVEL: Final = 12
+# A response whose bound is past MAX_MESSAGE_BYTES by less than this is rendered and measured
+# (so a response of up to three times the limit may be built, then refused); one past it by more
+# is refused at once (see _check_response_size for why its real size is then past the limit too).
+MEASURED_BAND_BYTES: Final = 2 * MAX_MESSAGE_BYTES
+
 # Serialized `BlockResult.references` entries, remembered: the same inputs resolve to the same
 # paths, versions and offsets run after run. Only entries whose path and key hold at most
 # MEMO_REFERENCE_CHARS characters together are kept: an entry (key tuple, strings, bytes) takes
-# about 1.3 KiB at most, in 4-byte characters: the memo stays under 3.5 MiB (tests/findings/test_f02_*.py
-# measures it).
+# about 1.3 KiB at most, in 4-byte characters, and the memo stays under 3.5 MiB
+# (tests/findings/test_f02_*.py measures it).
 MEMO_REFERENCE_CHARS: Final = 96
 _references: BoundedMemo[tuple[str, str, int, int, int, int], bytes] = BoundedMemo(2048)
 
@@ -42,28 +61,30 @@ class ResolverServicer(pb_grpc.ResolverServicer):
         for block in request.blocks:
             # The response starts as a copy of the inputs; only strings with references change.
             response.blocks.add(block_id=block.block_id).inputs.CopyFrom(block.inputs)
-        sites_per_block, keys = sites_in_blocks([(b.block_id, b.inputs) for b in response.blocks])
+        walk = walk_blocks([(b.block_id, b.inputs) for b in response.blocks])
+        keys = walk.keys
         outcomes = await self._resolver.resolve_keys(request.workspace_id, run_user, keys) if keys else {}
         # Each value revealed once per call, however many places use it.
         texts = {key: o.value.reveal() for key, o in outcomes.items() if o.value is not None}
         # A block fails at its first reference that does not resolve; when every key resolved,
         # none does.
         errors: list[common.BlockError | None] = (
-            [
-                _block_error(result, sites, outcomes)
-                for result, sites in zip(response.blocks, sites_per_block, strict=True)
-            ]
+            [_block_error(result, sites, outcomes) for result, sites in zip(response.blocks, walk.sites, strict=True)]
             if len(texts) < len(outcomes)
-            else [None] * len(sites_per_block)
+            else [None] * len(walk.sites)
         )
+        # The response's size is known before a single value is copied into it (F16).
+        measure_after = _check_response_size(response, walk, errors, texts)
         failed = 0
-        for result, sites, error in zip(response.blocks, sites_per_block, errors, strict=True):
+        for result, sites, error in zip(response.blocks, walk.sites, errors, strict=True):
             if error is None:
                 _fill_block(result, sites, outcomes, texts)
             else:
                 failed += 1
                 result.ClearField("inputs")
                 result.error.CopyFrom(error)
+        if measure_after and (size := response.ByteSize()) > MAX_MESSAGE_BYTES:
+            raise _too_large(size)
         if keys:
             used = [o.decision for o in outcomes.values() if o.value is not None]
             self._resolver.record(caller(), request.workspace_id, run_user, request.execution_id, used, failed)
@@ -85,6 +106,71 @@ def _block_error(
                     message=block_error_message(result.block_id, site.path, decision),
                 )
     return None
+
+
+def _too_large(size: int) -> ResourceExhausted:
+    return ResourceExhausted(
+        f"the resolved inputs would take about {size:,} bytes, over the {MAX_MESSAGE_BYTES:,} bytes that "
+        "one response may hold; resolve fewer blocks per call"
+    )
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))
+
+
+def _check_response_size(
+    response: pb.ResolveInputsResponse,
+    walk: Walk,
+    errors: list[common.BlockError | None],
+    texts: Mapping[str, str],
+) -> bool:
+    """Raises ResourceExhausted when the response would exceed MAX_MESSAGE_BYTES, from what is
+    known before rendering: the inputs as copied, each value's size times its uses, each
+    reference's path and key, each block error.
+
+    The bound is an upper one: it counts each `{{KEY}}` as staying beside its value, and every
+    length prefix around a rewritten string as growing. Past the limit but within
+    MEASURED_BAND_BYTES of it, the response is rendered (so at most that much is ever built) and
+    True returned: it must be measured. Beyond that band the real size is past the limit too, as
+    the bound exceeds it by less than the band: by the references' `{{KEY}}`s and escapes (all of
+    them part of the request, itself within MAX_MESSAGE_BYTES) and a few hundred bytes per
+    reference."""
+    if not walk.references:
+        return False  # the inputs as they came, within the limit of the request
+    upper = response.ByteSize()
+    if any(errors):
+        for result, error in zip(response.blocks, errors, strict=True):
+            if error is not None:
+                # Inputs out, error in, each with its tag and length prefix; the block's own
+                # prefix may grow.
+                upper += error.ByteSize() - result.inputs.ByteSize() + 7
+    # First a bound that needs no path and no value's size: what every call pays. A value's
+    # UTF-8 takes 4 bytes a code point at most; a path, its names twice over and 12 bytes a level.
+    rough = walk.references * (
+        4 * max(map(len, texts.values()), default=0)
+        + 2 * upper
+        + PATH_BYTES_PER_LEVEL * MAX_INPUT_DEPTH
+        + 256
+        + REFERENCE_OVERHEAD_BYTES
+    ) + walk.strings * (PREFIX_GROWTH_BYTES_PER_STRING + PREFIX_GROWTH_BYTES_PER_LEVEL * MAX_INPUT_DEPTH)
+    if upper + rough <= MAX_MESSAGE_BYTES:
+        return False
+    # Then closely: each value's UTF-8 size, each path sized without building it.
+    path_size = PathSizes()
+    sizes = {key: _utf8_size(text) for key, text in texts.items()}
+    for sites, error in zip(walk.sites, errors, strict=True):
+        if error is not None:
+            continue
+        for site in sites:
+            if site.template.references:
+                upper += PREFIX_GROWTH_BYTES_PER_STRING + PREFIX_GROWTH_BYTES_PER_LEVEL * site.depth
+                path = path_size(site.step) + REFERENCE_OVERHEAD_BYTES
+                for ref in site.template.references:
+                    upper += sizes[ref.key] + len(ref.key) + path
+    if upper > MAX_MESSAGE_BYTES + MEASURED_BAND_BYTES:
+        raise _too_large(upper)
+    return upper > MAX_MESSAGE_BYTES
 
 
 def _fill_block(
