@@ -26,9 +26,11 @@ from typing import Final
 from service.domain.keys import key_problem, value_problem
 from service.domain.values import SecretValue
 
-_HEAD: Final = re.compile(r"[ \t]*(?:export[ \t]+)?([^=\n]*?)[ \t]*=")
+# Linear time on any input (security finding 1): the text is scanned with str.find, str.split
+# and strip, never with a pattern that can backtrack over a caller's run of spaces, tabs,
+# quotes or backslashes. The one regex left, `\s#`, has a fixed width of two characters.
 _INLINE_COMMENT: Final = re.compile(r"\s#")
-_ESCAPES: Final = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+_EXPORT: Final = "export"
 QUOTES: Final = "'\"`"
 
 
@@ -54,36 +56,61 @@ class DotenvResult:
     problems: list[DotenvProblem] = field(default_factory=list)
 
 
+def _head(line: str) -> tuple[str, int] | None:
+    """The key of `line` (not yet checked) and the index just past its first '='; None when the
+    line has no '='.
+
+    Reads `[ \\t]*(export[ \\t]+)?KEY=` with KEY everything up to the first '=', stripped."""
+    equals = line.find("=")
+    if equals == -1:
+        return None
+    before = line[:equals].lstrip(" \t")
+    if before.startswith(_EXPORT):
+        after_export = before[len(_EXPORT) :]
+        rest = after_export.lstrip(" \t")
+        if len(rest) < len(after_export):  # `export` then at least one space or tab
+            before = rest
+    return before.strip(), equals + 1
+
+
 def _unescape_double(content: str) -> str:
-    out: list[str] = []
-    i = 0
-    n = len(content)
-    while i < n:
-        c = content[i]
-        if c == "\\" and i + 1 < n and content[i + 1] in _ESCAPES:
-            out.append(_ESCAPES[content[i + 1]])
-            i += 2
-        else:
-            out.append(c)
-            i += 1
-    return "".join(out)
+    r"""Reads the escapes \n \t \r \" \\ of a double-quoted value; any other backslash stays.
+
+    Scanning left to right, a backslash takes the character after it. Splitting at `\\` pairs
+    them the same way (str.split also goes left to right and does not overlap), so each backslash
+    left inside a piece stands alone and escapes the character after it."""
+    if "\\" not in content:
+        return content
+    return "\\".join(
+        piece.replace("\\n", "\n").replace("\\t", "\t").replace("\\r", "\r").replace('\\"', '"')
+        for piece in content.split("\\\\")
+    )
 
 
 def _closing_quote(text: str, start: int, quote: str) -> int:
-    """Index of the quote closing the one at `start`, or -1."""
+    """Index of the quote closing the one at `start`, or -1.
+
+    Single and backtick quotes close at the next same quote. In a double-quoted value a
+    backslash takes the character after it, so a `"` closes only after an even run of
+    backslashes. Every position `i` the loop starts from is one the scan reaches on its own (not
+    as the character after a backslash), and so is the start of the run of backslashes just
+    before the `"` found, which makes counting that run within text[i:close] exact. Each
+    character is looked at a bounded number of times: linear, whatever the runs.
+
+    An unterminated quote scans to the end of the text, but at most once per kind of quote: the
+    opening quote of any later value follows '=', a space or a tab, never a backslash, so that
+    scan would have closed there."""
     if quote != '"':
         return text.find(quote, start + 1)
     i = start + 1
-    n = len(text)
-    while i < n:
-        c = text[i]
-        if c == "\\":
-            i += 2
-        elif c == '"':
-            return i
-        else:
-            i += 1
-    return -1
+    while True:
+        close = text.find('"', i)
+        if close == -1:
+            return -1
+        between = text[i:close]
+        if (len(between) - len(between.rstrip("\\"))) % 2 == 0:
+            return close
+        i = close + 1
 
 
 def _line_end(text: str, pos: int) -> int:
@@ -95,33 +122,38 @@ def parse_dotenv(text: str) -> DotenvResult:
     # Universal newlines, as python-dotenv reads files: a bare CR or CRLF ends a line.
     text = text.removeprefix("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
     result = DotenvResult()
-    found: dict[str, DotenvEntry] = {}
+    # key -> (value, line); re-inserted on a duplicate, so entries keep the order of their used line.
+    found: dict[str, tuple[SecretValue, int]] = {}
+    # key -> the earlier lines it overrides. A list appended to, not a tuple rebuilt per
+    # duplicate: a file of N lines `A=1` would otherwise copy 1 + 2 + ... + N line numbers.
+    overridden: dict[str, list[int]] = {}
     pos = 0
     line = 1
     n = len(text)
     while pos < n:
-        eol = _line_end(text, pos)
+        eol = text.find("\n", pos)
+        if eol == -1:
+            eol = n
         physical = text[pos:eol]
         stripped = physical.strip()
         next_pos, next_line = eol + 1, line + 1
         if not stripped or stripped.startswith("#"):
             pos, line = next_pos, next_line
             continue
-        head = _HEAD.match(text, pos, eol)
+        head = _head(physical)
         if head is None:
             result.problems.append(DotenvProblem(line, "missing '=' (expected KEY=VALUE)"))
             pos, line = next_pos, next_line
             continue
-        key = head.group(1).strip()
+        key, equals_end = head
         problem = key_problem(key)
         if problem:
             # The text before '=' is not quoted back: it may be a value pasted on the wrong line.
             result.problems.append(DotenvProblem(line, f"invalid key: {problem}"))
             pos, line = next_pos, next_line
             continue
-        after_equals = head.end()
-        rest = text[after_equals:eol]
-        vpos = after_equals + len(rest) - len(rest.lstrip(" \t"))
+        rest = physical[equals_end:]
+        vpos = pos + equals_end + len(rest) - len(rest.lstrip(" \t"))
         quote = text[vpos] if vpos < eol else ""
         if quote and quote in QUOTES:
             close = _closing_quote(text, vpos, quote)
@@ -141,7 +173,7 @@ def parse_dotenv(text: str) -> DotenvResult:
             value = _unescape_double(content) if quote == '"' else content
         else:
             # From just after '=', so that `KEY= # note` is an empty value with a comment.
-            value = physical[after_equals - pos :]
+            value = rest
             comment = _INLINE_COMMENT.search(value)
             if comment:
                 value = value[: comment.start()]
@@ -150,13 +182,14 @@ def parse_dotenv(text: str) -> DotenvResult:
         if problem:
             result.problems.append(DotenvProblem(line, problem))
         else:
-            earlier = found.get(key)
-            overrides = (*earlier.overrides, earlier.line) if earlier else ()
-            if earlier:
-                del found[key]  # re-inserted below, so entries keep the order of their used line
-            found[key] = DotenvEntry(key, SecretValue(value), line, overrides)
+            earlier = found.pop(key, None)
+            if earlier is not None:
+                overridden.setdefault(key, []).append(earlier[1])
+            found[key] = (SecretValue(value), line)
         pos, line = next_pos, next_line
-    result.entries = list(found.values())
+    result.entries = [
+        DotenvEntry(key, value, used, tuple(overridden.get(key, ()))) for key, (value, used) in found.items()
+    ]
     return result
 
 

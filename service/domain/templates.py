@@ -17,8 +17,25 @@ from service.domain.keys import KEY_PATTERN
 
 # Alternation order matters: an escaped `\{{` is consumed before a reference can start at its
 # braces. Only spaces (not tabs or newlines) are allowed just inside the braces.
+#
+# Linear time on any input (checked with runs of `{{`, spaces, backslashes and key characters in
+# tests/unit/test_linear_time.py). The only backtracking is over what follows one `{{`: spaces,
+# a key of at most 256 characters, spaces. Such a stretch follows only the `{{` just before it,
+# so no character is rescanned from more than one starting point.
 _TOKEN_RE: Final = re.compile(r"\\\{\{|\{\{ *(" + KEY_PATTERN + r") *\}\}")
 OPEN: Final = "{{"
+
+# Which parsed templates are remembered: the same workflow inputs are resolved run after run,
+# and a remembered one costs under 1 us instead of 5-10 us (more with many references). Only
+# short strings with few references are kept, so that the memo is bounded in bytes whatever the
+# callers send (F2): an entry (the string as key, its parts and references) takes at most about
+# 3 KiB, with 4-byte characters, so about 3 MiB for all MEMO_ENTRIES (tests/unit/test_templates.py
+# fills it with the largest entries it admits and measures). The former 4096 entries of up to
+# 1024 characters could keep 125 MiB (31 KiB for a string with 200 references).
+MEMO_ENTRIES: Final = 1024
+MEMO_TEXT_CHARS: Final = 256
+# Counted as occurrences of `{{`, which bound the references (each starts with its own `{{`).
+MEMO_REFERENCES: Final = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +61,7 @@ class Template:
         return "".join(out)
 
 
-@functools.lru_cache(maxsize=4096)
+@functools.lru_cache(maxsize=MEMO_ENTRIES)
 def _parse_cached(text: str) -> Template | None:
     return _parse(text)
 
@@ -52,12 +69,12 @@ def _parse_cached(text: str) -> Template | None:
 def parse(text: str) -> Template | None:
     """Parses `text`; None when it holds neither a reference nor an escape (nothing to change).
 
-    The same workflow inputs are resolved run after run, so parsed templates of ordinary size
-    are remembered (bounded; a template holds no secret, only the text around references)."""
+    Short templates are remembered (MEMO_*; a template holds no secret, only the text around
+    references)."""
     if OPEN not in text:
         # Fast path: most input strings hold no braces at all.
         return None
-    if len(text) <= 1024:
+    if len(text) <= MEMO_TEXT_CHARS and text.count(OPEN) <= MEMO_REFERENCES:
         return _parse_cached(text)
     return _parse(text)
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from dotenv import dotenv_values
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from service.domain.dotenv import parse_dotenv, render_dotenv
+from service.domain.dotenv import _closing_quote, _head, _unescape_double, parse_dotenv, render_dotenv
 from service.domain.keys import value_problem
 
 
@@ -49,6 +50,14 @@ def problems(text: str) -> list[tuple[int, str]]:
         ("\ufeffA=1", {"A": "1"}),
         ("A=1\nA=2\nA=3", {"A": "3"}),
         ("A=1=2", {"A": "1=2"}),
+        ("export\tA=1", {"A": "1"}),
+        ("\t export \t A \t= 1", {"A": "1"}),
+        ("exportA=1", {"exportA": "1"}),
+        ("export_A=1", {"export_A": "1"}),
+        ("\x0bA\x0c=1", {"A": "1"}),
+        ('A="a\\\\" # the quote after an even run of backslashes closes', {"A": "a\\"}),
+        ('A="a\\\\\\"b"', {"A": 'a\\"b'}),
+        ('A="\\\\n\\\\\\n"', {"A": "\\n\\\n"}),
     ],
 )
 def test_parses(text: str, expected: dict[str, str]) -> None:
@@ -61,6 +70,12 @@ def test_parses(text: str, expected: dict[str, str]) -> None:
     [
         ("JUSTAKEY", [(1, "missing '=' (expected KEY=VALUE)")]),
         ("export KEY", [(1, "missing '=' (expected KEY=VALUE)")]),
+        ("export =1", [(1, "invalid key: key is empty")]),
+        (
+            "export\x0cA=1",
+            [(1, "invalid key: key may only contain letters A-Z and a-z, digits 0-9 and underscore (_)")],
+        ),
+        ("export A B=1", [(1, "invalid key: key may only contain letters A-Z and a-z, digits 0-9 and underscore (_)")]),
         ("bad-key=1", [(1, "invalid key: key may only contain letters A-Z and a-z, digits 0-9 and underscore (_)")]),
         ("=value", [(1, "invalid key: key is empty")]),
         ("A=", [(1, "value is empty")]),
@@ -123,6 +138,76 @@ def test_never_raises_on_any_text(text: str) -> None:
         assert value_problem(entry.value.reveal()) is None
     for problem in result.problems:
         assert problem.line >= 1
+
+
+# The scanners in their obvious forms: the backtracking pattern the parser used before security
+# finding 1 (quadratic, cubic after leading blanks, so only short lines here) and one character at
+# a time. The parser's linear forms must read every input exactly as they do.
+_HEAD_REFERENCE = re.compile(r"[ \t]*(?:export[ \t]+)?([^=\n]*?)[ \t]*=")
+
+
+def head_reference(line: str) -> tuple[str, int] | None:
+    match = _HEAD_REFERENCE.match(line)
+    return None if match is None else (match.group(1).strip(), match.end())
+
+
+def unescape_reference(content: str) -> str:
+    escapes = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
+    out, i = [], 0
+    while i < len(content):
+        if content[i] == "\\" and i + 1 < len(content) and content[i + 1] in escapes:
+            out.append(escapes[content[i + 1]])
+            i += 2
+        else:
+            out.append(content[i])
+            i += 1
+    return "".join(out)
+
+
+def closing_double_quote_reference(text: str, start: int) -> int:
+    i = start + 1
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+        elif text[i] == '"':
+            return i
+        else:
+            i += 1
+    return -1
+
+
+head_lines = st.lists(
+    st.sampled_from(["=", " ", "\t", "export", "export ", "x", "A", "_", "-", "#", '"', "\x0b", "\xa0", "\u3000"]),
+    max_size=12,
+).map("".join)
+backslashed = st.lists(st.sampled_from(["\\", '"', "n", "t", "r", "x", "'", "\n", "\\\\", '\\"']), max_size=30).map(
+    "".join
+)
+
+
+@settings(max_examples=1000)
+@given(head_lines)
+@example("  export \t A \t = 1")
+@example("export=")
+@example("export \t=")
+def test_head_reads_lines_as_the_backtracking_pattern_did(line: str) -> None:
+    assert _head(line) == head_reference(line)
+
+
+@settings(max_examples=1000)
+@given(backslashed)
+@example("\\\\\\n")
+@example("\\")
+def test_unescape_reads_as_a_left_to_right_scan(content: str) -> None:
+    assert _unescape_double(content) == unescape_reference(content)
+
+
+@settings(max_examples=1000)
+@given(backslashed)
+@example('\\\\\\""')
+def test_closing_double_quote_as_a_left_to_right_scan(rest: str) -> None:
+    text = '"' + rest
+    assert _closing_quote(text, 0, '"') == closing_double_quote_reference(text, 0)
 
 
 keys = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,20}", fullmatch=True)
