@@ -50,10 +50,26 @@ class DotenvProblem:
     message: str
 
 
+# A 4 MiB text of bad lines would otherwise report two million problems (about 300 MB of report
+# objects). An editor shows the first ones; the rest are counted in one closing problem.
+MAX_REPORTED_PROBLEMS: Final = 1000
+
+
 @dataclass(slots=True)
 class DotenvResult:
     entries: list[DotenvEntry] = field(default_factory=list)
     problems: list[DotenvProblem] = field(default_factory=list)
+    # Problem lines beyond MAX_REPORTED_PROBLEMS: counted, and summed up in one last problem.
+    unlisted_problems: int = 0
+    first_unlisted_line: int = 0
+
+    def problem(self, line: int, message: str) -> None:
+        if len(self.problems) < MAX_REPORTED_PROBLEMS:
+            self.problems.append(DotenvProblem(line, message))
+            return
+        if not self.unlisted_problems:
+            self.first_unlisted_line = line
+        self.unlisted_problems += 1
 
 
 def _head(line: str) -> tuple[str, int] | None:
@@ -142,14 +158,14 @@ def parse_dotenv(text: str) -> DotenvResult:
             continue
         head = _head(physical)
         if head is None:
-            result.problems.append(DotenvProblem(line, "missing '=' (expected KEY=VALUE)"))
+            result.problem(line, "missing '=' (expected KEY=VALUE)")
             pos, line = next_pos, next_line
             continue
         key, equals_end = head
         problem = key_problem(key)
         if problem:
             # The text before '=' is not quoted back: it may be a value pasted on the wrong line.
-            result.problems.append(DotenvProblem(line, f"invalid key: {problem}"))
+            result.problem(line, f"invalid key: {problem}")
             pos, line = next_pos, next_line
             continue
         rest = physical[equals_end:]
@@ -158,7 +174,7 @@ def parse_dotenv(text: str) -> DotenvResult:
         if quote and quote in QUOTES:
             close = _closing_quote(text, vpos, quote)
             if close == -1:
-                result.problems.append(DotenvProblem(line, f"unterminated {_QUOTE_NAMES[quote]} quote"))
+                result.problem(line, f"unterminated {_QUOTE_NAMES[quote]} quote")
                 pos, line = next_pos, next_line
                 continue
             content = text[vpos + 1 : close]
@@ -167,7 +183,7 @@ def parse_dotenv(text: str) -> DotenvResult:
             next_pos = end + 1
             next_line = line + text.count("\n", pos, end) + 1
             if tail and not tail.startswith("#"):
-                result.problems.append(DotenvProblem(line, "unexpected text after the closing quote"))
+                result.problem(line, "unexpected text after the closing quote")
                 pos, line = next_pos, next_line
                 continue
             value = _unescape_double(content) if quote == '"' else content
@@ -180,7 +196,7 @@ def parse_dotenv(text: str) -> DotenvResult:
             value = value.strip()
         problem = value_problem(value)
         if problem:
-            result.problems.append(DotenvProblem(line, problem))
+            result.problem(line, problem)
         else:
             earlier = found.pop(key, None)
             if earlier is not None:
@@ -190,6 +206,14 @@ def parse_dotenv(text: str) -> DotenvResult:
     result.entries = [
         DotenvEntry(key, value, used, tuple(overridden.get(key, ()))) for key, (value, used) in found.items()
     ]
+    if result.unlisted_problems:
+        result.problems.append(
+            DotenvProblem(
+                result.first_unlisted_line,
+                f"this line and {result.unlisted_problems - 1} later ones could not be used either; "
+                f"only the first {MAX_REPORTED_PROBLEMS} problem lines are listed one by one",
+            )
+        )
     return result
 
 

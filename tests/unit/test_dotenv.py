@@ -268,3 +268,15 @@ def test_agrees_with_python_dotenv_on_the_common_subset(text: str) -> None:
     # Values python-dotenv cannot use (it gives None) we must report as problems, and vice versa.
     assert ours == {k: v for k, v in theirs.items() if v}
     assert problems(text) == []
+
+
+def test_problem_lines_past_the_listed_maximum_are_counted_in_one_closing_problem() -> None:
+    from service.domain.dotenv import MAX_REPORTED_PROBLEMS
+
+    text = "bad line\n" * (MAX_REPORTED_PROBLEMS + 500) + "GOOD=1\n"
+    result = parse_dotenv(text)
+    assert len(result.problems) == MAX_REPORTED_PROBLEMS + 1
+    last = result.problems[-1]
+    assert last.line == MAX_REPORTED_PROBLEMS + 1
+    assert "499 later ones" in last.message
+    assert [e.key for e in result.entries] == ["GOOD"]
