@@ -277,8 +277,12 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
             db = await Database.connect(url)
         except Exception as exc:
             raise StartupError(f"cannot connect to the database at {_where(url)}: {_brief(exc)}") from exc
-        await db.migrate()
-        await verify_keyring(db, keyring)  # SPEC 4.2: refuse a keyring that strands data keys
+        try:
+            await db.migrate()
+            await verify_keyring(db, keyring)  # SPEC 4.2: refuse a keyring that strands data keys
+        except BaseException:
+            await db.close()
+            raise
     except BaseException:
         if embedded is not None:
             await asyncio.to_thread(embedded.stop)

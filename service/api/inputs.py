@@ -19,6 +19,7 @@ from google.protobuf import struct_pb2
 
 from service.domain import templates
 from service.domain.errors import FieldViolation, InvalidArgument, ResourceExhausted
+from service.domain.keys import require_id
 from service.domain.limits import (
     MAX_BLOCKS_PER_REQUEST,
     MAX_INPUT_DEPTH,
@@ -207,10 +208,7 @@ def walk_blocks(blocks: Sequence[tuple[str, struct_pb2.Struct]]) -> Walk:
     keys: dict[str, None] = {}
     references = strings = 0
     for i, (block_id, inputs) in enumerate(blocks):
-        if not block_id:
-            raise InvalidArgument(
-                f"blocks[{i}].block_id is required", [FieldViolation(f"blocks[{i}].block_id", "is required")]
-            )
+        require_id(f"blocks[{i}].block_id", block_id)
         sites = find_sites(inputs, f"blocks[{i}].inputs")
         for site in sites:
             if found := site.template.references:

@@ -55,8 +55,10 @@ class ResolverServicer(pb_grpc.ResolverServicer):
         self, request: pb.ResolveInputsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResolveInputsResponse:
         require_id("workspace_id", request.workspace_id)
+        # Optional, but they go into the audit log: held to the one id rule like every id.
+        require_id("workflow_id", request.workflow_id, required=False)
+        require_id("execution_id", request.execution_id, required=False)
         run_user = run_user_for(convert.trigger(request.trigger), request.triggering_user_id, request.workflow_owner_id)
-        require_id("run user id", run_user)
         response = pb.ResolveInputsResponse(run_user_id=run_user)
         for block in request.blocks:
             # The response starts as a copy of the inputs; only strings with references change.

@@ -11,7 +11,6 @@ from service.api.common import caller
 from service.api.inputs import sites_in_blocks
 from service.app.editor import Details, EditorService
 from service.domain.batch import Change, OpKind
-from service.domain.keys import require_id
 from service.domain.model import Scope, Trigger
 from service.domain.resolution import run_user_for
 from service.domain.values import SecretValue
@@ -194,8 +193,6 @@ class SecretStoreServicer(pb_grpc.SecretStoreServicer):
         self, request: pb.ExplainReferencesRequest, context: Ctx
     ) -> pb.ExplainReferencesResponse:
         who = caller()
-        require_id("triggering_user_id", request.triggering_user_id, required=False)
-        require_id("workflow_owner_id", request.workflow_owner_id, required=False)
         trigger = convert.trigger(request.trigger)
         clicker = request.triggering_user_id or (who.user_id if trigger is Trigger.MANUAL else "")
         run_user = run_user_for(trigger, clicker, request.workflow_owner_id)

@@ -7,11 +7,15 @@ from dataclasses import dataclass
 
 from service.domain import policy
 from service.domain.errors import InvalidArgument
+from service.domain.keys import require_id
 from service.domain.model import BlockErrorCode, Permission, Scope, SecretRole, Trigger
 
 
 def run_user_for(trigger: Trigger | None, triggering_user_id: str, workflow_owner_id: str) -> str:
-    """The run user: who clicked Run for a manual run, the workflow owner for an automated one."""
+    """The run user: who clicked Run for a manual run, the workflow owner for an automated one.
+    Both ids are checked by the one id rule, named as the request names them, whichever is used."""
+    require_id("triggering_user_id", triggering_user_id, required=False)
+    require_id("workflow_owner_id", workflow_owner_id, required=False)
     if trigger is None:
         raise InvalidArgument("trigger is required: TRIGGER_MANUAL, TRIGGER_API, TRIGGER_WEBHOOK or TRIGGER_SCHEDULE")
     if trigger is Trigger.MANUAL:
