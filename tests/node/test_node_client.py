@@ -65,7 +65,15 @@ async def test_node_client_resolves_nested_inputs(server: Server, api: Api, tmp_
     http, broken = reply["blocks"]
     assert http["inputs"] == {"headers": {"Authorization": "Bearer from-node-test"}, "n": 2}
     assert http["references"] == [
-        {"field_path": "headers.Authorization", "key": "NODE_TOKEN", "scope": "SCOPE_WORKSPACE", "version": "1"}
+        {
+            "field_path": "headers.Authorization",
+            "key": "NODE_TOKEN",
+            "scope": "SCOPE_WORKSPACE",
+            "version": "1",
+            # Where the value sits in "Bearer from-node-test", in code points: what a redactor masks.
+            "start": 7,
+            "end": 21,
+        }
     ]
     assert broken["error"]["code"] == "BLOCK_ERROR_CODE_SECRET_NOT_FOUND"
     assert broken["error"]["field_path"] == "v"
