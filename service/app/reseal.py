@@ -50,9 +50,7 @@ async def reseal_legacy_values(db: Database, keys: DataKeys) -> int:
                 failed += 1
                 continue
             resealed = seal(data_key, item.scope, item.key, item.version, item.secret_id, value)
-            updates.append(
-                repo.LegacySealed(item.secret_id, item.in_versions, item.scope, "", "", item.version, resealed)
-            )
+            updates.append(dataclasses.replace(item, sealed=resealed))
             done += 1
         await repo.replace_sealed(conn, updates)
     log.info("re-sealed %d values with their secret's identity (format 2)", done)
