@@ -237,11 +237,35 @@ async def test_f09_concurrent_put_workspace_member_with_one_email_for_two_users_
     assert len(members.members) == len(pairs)
 
 
+def tolerate_asyncpg_waiters_failed_by_terminated_backends() -> None:
+    """Lets through one report of the event loop's, and only this one: asyncpg's protocol keeps a
+    waiter future per query, and when the backend is terminated after the call that sent the
+    query has already given up (its deadline, or the server's stop), the waiter fails with
+    ConnectionDoesNotExistError and nobody is left to read it. That is asyncpg's bookkeeping of
+    the fault this test injects, not a call of ours going unanswered; every other unhandled
+    exception still fails the test (tests/conftest.py)."""
+    loop = asyncio.get_running_loop()
+    outer = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, object]) -> None:
+        if context.get("message") == "Future exception was never retrieved" and isinstance(
+            context.get("exception"), asyncpg.ConnectionDoesNotExistError
+        ):
+            return
+        if outer is not None:
+            outer(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 async def test_f09_database_backend_killed_mid_call_is_unavailable_not_internal(
     pg_admin_url: str, secrets_files: tuple[Path, Path, Path], tmp_path: Path
 ) -> None:
     """A server of its own on a database of its own, so that terminating every backend of that
     database (found in pg_stat_activity) touches no other test's server."""
+    tolerate_asyncpg_waiters_failed_by_terminated_backends()
     url = await pg.create_database(pg_admin_url)
     database = urlsplit(url).path.lstrip("/")
     _, keyring, principals = secrets_files
