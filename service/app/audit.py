@@ -71,6 +71,11 @@ def clean_record(event: repo.AuditRecord) -> repo.AuditRecord:
     )
 
 
+# What stops a write with its events still owed to the log: the database going away, or the
+# flush being cancelled (a ListAuditEvents whose caller left, or shutdown).
+_INTERRUPTED: tuple[type[BaseException], ...] = (asyncio.CancelledError, *UNAVAILABLE_ERRORS)
+
+
 def _name(exc: BaseException) -> str:
     # The type only: a database error's message may quote the row, and rows hold ids.
     return type(exc).__name__
@@ -114,22 +119,31 @@ class AuditBuffer:
                 # Keep them for the next attempt; the database is away.
                 self._pending[:0] = events[start:]
                 raise
+            except asyncio.CancelledError:
+                # A ListAuditEvents whose caller went away, or shutdown: the events this flush took
+                # are put back, not lost (a batch cancelled while it commits may be written twice).
+                self._pending[:0] = events[start:]
+                raise
             except Exception as exc:
                 # One record the database refuses must not cost the others their place in the
                 # log: write this batch's records one by one, cleaned, and count what still fails.
                 log.error(
                     "a batch of %d audit events was refused (%s); writing them one by one", len(chunk), _name(exc)
                 )
-                await self._write_one_by_one(chunk)
+                await self._write_one_by_one(chunk, after=events[start + len(chunk) :])
 
-    async def _write_one_by_one(self, events: Sequence[repo.AuditRecord]) -> None:
+    async def _write_one_by_one(
+        self, events: Sequence[repo.AuditRecord], after: Sequence[repo.AuditRecord] = ()
+    ) -> None:
+        """Writes `events` one by one; when interrupted, puts back what is left of them and the
+        events of the batches `after` them, which the flush has not reached yet."""
         lost = 0
         for i, event in enumerate(events):
             try:
                 async with self._db.transaction() as conn:
                     await repo.insert_audit(conn, clean_record(event))
-            except UNAVAILABLE_ERRORS:
-                self._pending[:0] = list(events[i:])
+            except _INTERRUPTED:
+                self._pending[:0] = [*events[i:], *after]
                 raise
             except Exception as exc:
                 lost += 1
