@@ -14,6 +14,7 @@ from service.app.keys import DataKeys
 from service.crypto.aead import IntegrityError
 from service.domain.errors import DataLoss, FieldViolation, InvalidArgument
 from service.domain.keys import require_id
+from service.domain.limits import MAX_MESSAGE_BYTES
 from service.store import repository as repo
 from service.store.db import Database
 
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 ROTATION_BATCH = 200
 MAX_AUDIT_PAGE = 500
 DEFAULT_AUDIT_PAGE = 50
+# Bytes of events one page may hold, by _event_bytes: half of what one response may carry.
+AUDIT_PAGE_BYTES = MAX_MESSAGE_BYTES // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +101,24 @@ class OperationsService:
             rows = await repo.list_audit(conn, workspace_id, before, size + 1)
         more = len(rows) > size
         rows = rows[:size]
+        # A page also ends before its events pass AUDIT_PAGE_BYTES (one event a page at least): a
+        # resolve event lists up to 500 keys of 256 characters, and 50 of them overflowed the
+        # 4 MiB a response may hold, so the default page could not be read at all.
+        total = 0
+        for i, row in enumerate(rows):
+            total += _event_bytes(row.record)
+            if total > AUDIT_PAGE_BYTES and i > 0:
+                rows, more = rows[:i], True
+                break
         return rows, _encode_token(rows[-1]) if more and rows else ""
+
+
+def _event_bytes(record: repo.AuditRecord) -> int:
+    """An upper bound of the event's size in a ListAuditEvents response (its texts in UTF-8, and
+    generous room for tags, length prefixes, numbers and the time)."""
+    texts = (record.principal, record.user_id, record.workspace_id, record.action)
+    size = 96 + sum(len(t.encode()) for t in (*texts, record.execution_id, record.outcome, record.detail))
+    return size + sum(24 + len(key.encode()) for key, _, _ in record.keys)
 
 
 def _encode_token(last: repo.AuditRow) -> str:
