@@ -127,11 +127,19 @@ class Postgres:
 
 
 def start_server(
-    database_url: str, root: Path, tokens: dict[str, str], workers: int = 1, cache_entries: int = 10_000
+    database_url: str,
+    root: Path,
+    tokens: dict[str, str],
+    workers: int = 1,
+    cache_entries: int = 10_000,
+    keyring: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
+    """Starts `python -m service` on `database_url`; a server beside another on the same database
+    passes that one's `keyring` (a database refuses a master key whose material changed)."""
     root.mkdir(parents=True, exist_ok=True)
-    keyring = root / "keyring.json"
-    write_private_json(keyring, new_keyring_document(["bench1"]))
+    if keyring is None:
+        keyring = root / "keyring.json"
+        write_private_json(keyring, new_keyring_document(["bench1"]))
     principals = root / "principals.json"
     write_private_json(
         principals,
@@ -376,7 +384,9 @@ async def main() -> int:
         # with the cache off, so the database path is measured too.
         server, address = start_server(database_url, root / "cached", tokens)
         servers.append(server)
-        uncached_server, uncached_address = start_server(database_url, root / "uncached", tokens, cache_entries=0)
+        uncached_server, uncached_address = start_server(
+            database_url, root / "uncached", tokens, cache_entries=0, keyring=root / "cached" / "keyring.json"
+        )
         servers.append(uncached_server)
         await seed(address, tokens)
         stored_small = await fill(database_url, SMALL)
