@@ -36,6 +36,7 @@ from service.domain.keys import (
     require_email,
     require_id,
 )
+from service.domain.limits import MAX_MESSAGE_BYTES
 from service.domain.model import Permission, Scope, SecretRole, Tenant
 from service.domain.resolution import Decision, decide_all, shadowed_keys
 from service.store import repository as repo
@@ -280,8 +281,7 @@ class EditorService:
             lines: list[ImportLine] = []
             ops: list[batch.Op] = []
             for entry in parsed.entries:
-                note = f"overrides line{'s' if len(entry.overrides) > 1 else ''} {', '.join(map(str, entry.overrides))}"
-                note = note if entry.overrides else ""
+                note = _overrides_note(entry.overrides)
                 current = stored.get(entry.key)
                 if current is None:
                     if workspace:
@@ -315,6 +315,14 @@ class EditorService:
                 else:
                     ops.append(batch.Op(batch.OpKind.UPDATE, entry.key, current.version + 1, value=entry.value))
                     lines.append(ImportLine(entry.key, entry.line, "updated", note))
+            # Before anything is written: a report that cannot be sent would tell the editor that
+            # an import failed when it had been committed.
+            report = _report_bytes(lines, problems)
+            if report > MAX_MESSAGE_BYTES:
+                raise ResourceExhausted(
+                    f"the import's report would take about {report:,} bytes, over the {MAX_MESSAGE_BYTES:,} bytes "
+                    "that one response may hold; nothing was imported; split the file"
+                )
             summary = f"{len(ops)} written, {len(lines) - len(ops)} not written, {len(problems)} problem lines"
             if dry_run:
                 # A dry run changes no secret, but it is audited like a real import: it is how
@@ -622,6 +630,27 @@ async def _parse_off_loop(content: str, slots: asyncio.Semaphore) -> DotenvResul
         return parse_dotenv(content)
     async with slots:
         return await asyncio.to_thread(parse_dotenv, content)
+
+
+# Overridden lines an import entry's note names; past this, the first few and a count.
+NOTE_OVERRIDES_LISTED = 10
+
+
+def _overrides_note(overrides: Sequence[int]) -> str:
+    """`overrides lines 1, 4`; for many, the first few, a count and the last (a key repeated on a
+    million lines made a note of megabytes)."""
+    if not overrides:
+        return ""
+    if len(overrides) <= NOTE_OVERRIDES_LISTED:
+        return f"overrides line{'s' if len(overrides) > 1 else ''} {', '.join(map(str, overrides))}"
+    first = ", ".join(map(str, overrides[:5]))
+    return f"overrides lines {first} and {len(overrides) - 5:,} more, the last on line {overrides[-1]:,}"
+
+
+def _report_bytes(lines: Sequence[ImportLine], problems: Sequence[tuple[int, str]]) -> int:
+    """An upper bound of the size of an ImportDotenvResponse holding these entries and problems."""
+    entries = sum(24 + len(line.key) + len(line.note.encode()) for line in lines)
+    return 64 + entries + sum(16 + len(message.encode()) for _, message in problems)
 
 
 def _join(first: str, second: str) -> str:
