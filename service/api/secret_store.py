@@ -8,9 +8,11 @@ import grpc
 
 from service.api import convert
 from service.api.common import caller
-from service.api.inputs import sites_in_blocks
+from service.api.inputs import PathSizes, Site, sites_in_blocks
 from service.app.editor import Details, EditorService
 from service.domain.batch import Change, OpKind
+from service.domain.errors import ResourceExhausted
+from service.domain.limits import MAX_MESSAGE_BYTES
 from service.domain.model import Scope, Trigger
 from service.domain.resolution import run_user_for
 from service.domain.values import SecretValue
@@ -74,6 +76,31 @@ def referenceable(row: repo.SecretRow, shadowed: bool) -> pb.ReferenceableKey:
         shadowed=shadowed,
         restricted=row.restricted,
     )
+
+
+# What one explained reference costs in the response besides its path, key and block id: the
+# message (at most about 120 characters), scope, version, problem and field tags.
+_EXPLAINED_REFERENCE_OVERHEAD = 160
+
+
+def _walk_for_explain(request: pb.ExplainReferencesRequest) -> tuple[list[list[Site]], list[str]]:
+    """The walk, and a bound on the response it leads to, checked before any path is built: a
+    path repeats the names above it, so a few MiB of deeply nested inputs could otherwise make
+    the server build gigabytes of field paths for a response it cannot send."""
+    sites_per_block, keys = sites_in_blocks([(b.block_id, b.inputs) for b in request.blocks])
+    path_size = PathSizes()
+    total = 0
+    for block, sites in zip(request.blocks, sites_per_block, strict=True):
+        for site in sites:
+            refs = site.template.references
+            if refs:
+                each = path_size(site.step) + len(block.block_id) + _EXPLAINED_REFERENCE_OVERHEAD
+                total += len(refs) * each + sum(len(r.key) for r in refs)
+        if total > MAX_MESSAGE_BYTES:
+            raise ResourceExhausted(
+                f"the explanation would be larger than {MAX_MESSAGE_BYTES} bytes; explain fewer or shallower references"
+            )
+    return sites_per_block, keys
 
 
 class SecretStoreServicer(pb_grpc.SecretStoreServicer):
@@ -200,7 +227,7 @@ class SecretStoreServicer(pb_grpc.SecretStoreServicer):
             who,
             request.workspace_id,
             run_user,
-            lambda: sites_in_blocks([(b.block_id, b.inputs) for b in request.blocks]),
+            lambda: _walk_for_explain(request),
         )
         response = pb.ExplainReferencesResponse(run_user_id=run_user)
         found = [(b.block_id, site) for b, sites in zip(request.blocks, sites_per_block, strict=True) for site in sites]
