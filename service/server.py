@@ -53,6 +53,10 @@ DIRECTORY = directory_pb2.DESCRIPTOR.services_by_name["Directory"]
 OPERATIONS = operations_pb2.DESCRIPTOR.services_by_name["Operations"]
 SERVICE_NAMES = tuple(s.full_name for s in (SECRET_STORE, RESOLVER, DIRECTORY, OPERATIONS))
 HEALTH_PROBE_INTERVAL = 1.0
+# Calls gRPC core may hold before the server takes them (each is then served, or refused
+# RESOURCE_EXHAUSTED by maximum_concurrent_rpcs); past it core cancels them. At least this many,
+# or 32 times the calls in flight.
+MIN_PENDING_CALLS = 20_000
 
 
 @dataclass
@@ -298,6 +302,7 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
         raise
     audit = AuditBuffer(db)
     audit.start()
+    pending_calls = max(MIN_PENDING_CALLS, 32 * settings.max_calls_in_flight)
     server = grpc.aio.server(
         interceptors=[AuthInterceptor(principals)],
         # Past it, calls are answered RESOURCE_EXHAUSTED at once (sizing: Settings.max_calls_in_flight).
@@ -306,6 +311,11 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 1 if reuse_port else 0),
+            # gRPC core cancels calls that wait to be taken past its backlog (1,000 by default):
+            # a flood of 3,000 resolves got CANCELLED, never reaching the limiter above. Sized far
+            # past the calls in flight, the excess is taken and refused RESOURCE_EXHAUSTED.
+            ("grpc.server.max_pending_requests", pending_calls),
+            ("grpc.server.max_pending_requests_hard_limit", pending_calls),
         ],
     )
     cache: ResolveCache[ResolvePlan] = ResolveCache(max_entries=settings.resolve_cache_entries)
