@@ -23,6 +23,7 @@ from service.domain.keys import require_id
 from service.domain.limits import (
     MAX_BLOCKS_PER_REQUEST,
     MAX_INPUT_DEPTH,
+    MAX_INPUT_VALUES_PER_REQUEST,
     MAX_KEYS_PER_REQUEST,
     MAX_REFERENCES_PER_REQUEST,
 )
@@ -134,14 +135,21 @@ class Site:
         return path
 
 
-def find_sites(inputs: struct_pb2.Struct, where: str) -> list[Site]:
+def find_sites(inputs: struct_pb2.Struct, where: str, budget: list[int] | None = None) -> list[Site]:
     """Every string in `inputs` holding a reference or escape, in document order.
 
-    Object keys are never substituted (SPEC 2.3). Raises InvalidArgument past MAX_INPUT_DEPTH.
+    Object keys are never substituted (SPEC 2.3). Raises InvalidArgument past MAX_INPUT_DEPTH,
+    ResourceExhausted past the values left in `budget` (MAX_INPUT_VALUES_PER_REQUEST if none).
     """
     found: list[Site] = []
-    _walk_struct(inputs, None, 1, where, found)
+    _walk_struct(inputs, None, 1, where, found, budget if budget is not None else [MAX_INPUT_VALUES_PER_REQUEST])
     return found
+
+
+def _too_many_values() -> ResourceExhausted:
+    return ResourceExhausted(
+        f"a request's inputs may hold at most {MAX_INPUT_VALUES_PER_REQUEST} values in all; split the blocks"
+    )
 
 
 def _too_deep(where: str) -> InvalidArgument:
@@ -154,10 +162,17 @@ def _too_deep(where: str) -> InvalidArgument:
 # Appending to one list instead of chaining generators, and strings handled in the loop rather
 # than by a call each: this walk runs for every resolve. A step is made only for containers and
 # for strings that hold references, not for every field.
-def _walk_struct(struct: struct_pb2.Struct, parent: Step | None, depth: int, where: str, found: list[Site]) -> None:
+def _walk_struct(
+    struct: struct_pb2.Struct, parent: Step | None, depth: int, where: str, found: list[Site], budget: list[int]
+) -> None:
     if depth > MAX_INPUT_DEPTH:
         raise _too_deep(where)
     fields = struct.fields
+    # One subtraction per container, not per value: the budget is in budget[0] (shared by every
+    # block of the request).
+    budget[0] -= len(fields)
+    if budget[0] < 0:
+        raise _too_many_values()
     # Sorted, because map order is not defined: the "first" failing reference of a block, and
     # the order of the references listed, must not change from one call to the next.
     for name in sorted(fields):
@@ -170,15 +185,21 @@ def _walk_struct(struct: struct_pb2.Struct, parent: Step | None, depth: int, whe
                 if template is not None:
                     found.append(Site((parent, name), value, template, depth))
         elif kind == "struct_value":
-            _walk_struct(value.struct_value, (parent, name), depth + 1, where, found)
+            _walk_struct(value.struct_value, (parent, name), depth + 1, where, found, budget)
         elif kind == "list_value":
-            _walk_list(value.list_value, (parent, name), depth + 1, where, found)
+            _walk_list(value.list_value, (parent, name), depth + 1, where, found, budget)
 
 
-def _walk_list(items: struct_pb2.ListValue, parent: Step, depth: int, where: str, found: list[Site]) -> None:
+def _walk_list(
+    items: struct_pb2.ListValue, parent: Step, depth: int, where: str, found: list[Site], budget: list[int]
+) -> None:
     if depth > MAX_INPUT_DEPTH:
         raise _too_deep(where)
-    for i, value in enumerate(items.values):
+    values = items.values
+    budget[0] -= len(values)
+    if budget[0] < 0:
+        raise _too_many_values()
+    for i, value in enumerate(values):
         kind = value.WhichOneof("kind")
         if kind == "string_value":
             text = value.string_value
@@ -187,9 +208,9 @@ def _walk_list(items: struct_pb2.ListValue, parent: Step, depth: int, where: str
                 if template is not None:
                     found.append(Site((parent, i), value, template, depth))
         elif kind == "struct_value":
-            _walk_struct(value.struct_value, (parent, i), depth + 1, where, found)
+            _walk_struct(value.struct_value, (parent, i), depth + 1, where, found, budget)
         elif kind == "list_value":
-            _walk_list(value.list_value, (parent, i), depth + 1, where, found)
+            _walk_list(value.list_value, (parent, i), depth + 1, where, found, budget)
 
 
 class Walk(NamedTuple):
@@ -207,9 +228,10 @@ def walk_blocks(blocks: Sequence[tuple[str, struct_pb2.Struct]]) -> Walk:
     per_block: list[list[Site]] = []
     keys: dict[str, None] = {}
     references = strings = 0
+    budget = [MAX_INPUT_VALUES_PER_REQUEST]
     for i, (block_id, inputs) in enumerate(blocks):
         require_id(f"blocks[{i}].block_id", block_id)
-        sites = find_sites(inputs, f"blocks[{i}].inputs")
+        sites = find_sites(inputs, f"blocks[{i}].inputs", budget)
         for site in sites:
             if found := site.template.references:
                 strings += 1

@@ -13,7 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from service.domain.errors import ResourceExhausted
 from service.domain.keys import KEY_PATTERN
+from service.domain.limits import MAX_BRACES_PER_STRING
 
 # Alternation order matters: an escaped `\{{` is consumed before a reference can start at its
 # braces. Only spaces (not tabs or newlines) are allowed just inside the braces.
@@ -76,6 +78,8 @@ def parse(text: str) -> Template | None:
         return None
     if len(text) <= MEMO_TEXT_CHARS and text.count(OPEN) <= MEMO_REFERENCES:
         return _parse_cached(text)
+    if text.count(OPEN) > MAX_BRACES_PER_STRING:
+        raise ResourceExhausted(f"an input string may hold at most {MAX_BRACES_PER_STRING} '{{{{'")
     return _parse(text)
 
 

@@ -111,4 +111,14 @@ def test_dotenv_parse_is_linear(make: Callable[[int], str]) -> None:
 
 @pytest.mark.parametrize("make", TEMPLATE_CASES.values(), ids=TEMPLATE_CASES.keys())
 def test_template_parse_is_linear(make: Callable[[int], str]) -> None:
-    assert_linear(templates.parse, make)
+    # The parser itself (templates.parse adds a cap on `{{` per string in front of it).
+    assert_linear(templates._parse, make)
+
+
+def test_a_string_with_more_braces_than_the_cap_is_refused_before_parsing() -> None:
+    from service.domain.errors import ResourceExhausted
+    from service.domain.limits import MAX_BRACES_PER_STRING
+
+    assert templates.parse("\\{{" * MAX_BRACES_PER_STRING) is not None
+    with pytest.raises(ResourceExhausted):
+        templates.parse("\\{{" * (MAX_BRACES_PER_STRING + 1))
