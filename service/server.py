@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -400,8 +401,25 @@ def tune_gc() -> None:
 async def serve(settings: Settings, *, reuse_port: bool = False, show_banner: bool = True, worker: int = 0) -> None:
     """Serves until SIGTERM or SIGINT. A failure to start is raised as StartupError (one line);
     once serving, a signal always ends in a clean return (exit 0)."""
+    # Signals are taken from the first moment: a SIGTERM that arrives while the server is still
+    # starting (a rolling deploy that changes its mind, a database that does not answer) cancels
+    # the start, which undoes what it began, and the process exits 0 instead of being killed.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    starting = asyncio.create_task(start(settings, reuse_port=reuse_port), name="start")
+    stopped = asyncio.create_task(stop.wait(), name="stop-signal")
+    await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        starting.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await starting
+        log.info("stopped before serving: a signal arrived during start-up")
+        return
+    stopped.cancel()
     try:
-        running = await start(settings, reuse_port=reuse_port)
+        running = starting.result()
     except Exception as exc:
         raise StartupError(startup_problem(exc)) from exc
     tune_gc()
@@ -412,10 +430,6 @@ async def serve(settings: Settings, *, reuse_port: bool = False, show_banner: bo
     )
     if show_banner and not settings.production:
         print(devmode.banner(address, running.dev_tokens, running.fresh_tokens, running.dev_tokens_file), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: draining calls in flight")
     try:

@@ -215,3 +215,51 @@ async def test_sigterm_exits_0_after_the_database_refused_connections(
     log = server.log()
     assert code == 0, log
     assert "Traceback" not in log, log
+
+
+@pytest.mark.slow
+async def test_sigterm_during_start_up_exits_0(tmp_path: Path) -> None:
+    """A database that accepts the connection and never answers holds the start in its connect;
+    SIGTERM then cancels the start and the process exits 0 (before, the default handler killed
+    it: exit -15)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    accepted = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def silent(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        accepted.set()
+
+    listener = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    keyring, principals = _files(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SECRETS_")}
+    env.update(
+        {
+            "SECRETS_LISTEN": "127.0.0.1:0",
+            "SECRETS_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{port}/none",
+            "SECRETS_KEYRING_FILE": str(keyring),
+            "SECRETS_PRINCIPALS_FILE": str(principals),
+            "SECRETS_DATA_DIR": str(tmp_path / "d"),
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        await asyncio.wait_for(accepted.wait(), timeout=30)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(proc.wait, 10)
+        output = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for writer in held:
+            writer.close()
+        listener.close()
+    assert code == 0, output
+    assert "Traceback" not in output, output
