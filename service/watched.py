@@ -89,6 +89,12 @@ class WatchedFile(Generic[T]):
             self._reload(self._path)
         return self._value
 
+    def reread(self) -> None:
+        """Makes the next `current()` read and check the file again, changed or not (for a
+        refusal whose reason may have gone away, such as a stale count of data keys)."""
+        self._stamp = None
+        self._checked = 0.0
+
     def _reload(self, path: Path) -> None:
         try:
             value = self._load(path)

@@ -108,7 +108,7 @@ class KeyringFile(WatchedFile[Keyring]):
                 "the refused keyring strands no data key by the database's current counts "
                 "(RotateKeys ran elsewhere since this server last counted); loading it"
             )
-            self._stamp = None  # the next `current()` reads the file again, and checks it again
+            self.reread()
 
 
 def keyring_source(path: Path | None, keyring: Keyring) -> KeyringFile:
