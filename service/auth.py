@@ -51,6 +51,8 @@ class Principal:
     name: str
     roles: frozenset[Role]
     token_sha256: bytes
+    # Workspace ids or `prefix*` patterns this principal may act on; None: every workspace.
+    workspaces: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         return f"Principal(name={self.name!r}, roles={sorted(self.roles)!r})"
@@ -67,6 +69,23 @@ def new_token() -> str:
 
 def principal_line(name: str, roles: Sequence[str], token: str) -> dict[str, Any]:
     return {"name": name, "roles": list(roles), "token_sha256": hash_token(token)}
+
+
+def _workspace_patterns(name: str, value: Any) -> tuple[str, ...] | None:
+    """A principal's `workspaces`: absent (every workspace) or a non-empty list of workspace ids
+    and `prefix*` patterns, each held to the id rule. Anything else makes the file invalid, so a
+    typo cannot widen a principal to every workspace."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
+        raise PrincipalsError(f"principal {name!r}: workspaces must be a non-empty list of ids or prefix* patterns")
+    for pattern in value:
+        problem = id_problem("workspace pattern", pattern)
+        if problem or "*" in pattern[:-1] or pattern == "*":
+            raise PrincipalsError(
+                f"principal {name!r}: {pattern!r} is not a workspace id or prefix* pattern (omit the field for all)"
+            )
+    return tuple(value)
 
 
 class Principals:
@@ -103,7 +122,7 @@ class Principals:
                 raise PrincipalsError(
                     f"principal {name!r}: roles must be among {', '.join(r.value for r in Role)}"
                 ) from None
-            found.append(Principal(name, role_set, raw))
+            found.append(Principal(name, role_set, raw, _workspace_patterns(name, entry.get("workspaces"))))
         if not found:
             log.warning("the principals file lists no principals: every token is refused")
         return cls(found)
@@ -241,5 +260,5 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         # set here is what the handler reads (and no other call can see it). Setting it here
         # rather than wrapping the handler keeps the hot path free of a per-call wrapper; if
         # grpc ever changed that, every servicer's `current_caller.get()` would fail loudly.
-        current_caller.set(Caller(principal.name, user_id))
+        current_caller.set(Caller(principal.name, user_id, principal.workspaces))
         return await continuation(handler_call_details)

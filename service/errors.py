@@ -27,6 +27,7 @@ from service.auth import current_caller
 from service.crypto.aead import IntegrityError
 from service.crypto.keyring import UnknownMasterKey
 from service.domain import errors as e
+from service.domain.policy import principal_may_use_workspace
 from service.store.db import CONNECTION_ERRORS, call_deadline
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,20 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str, tuple[tuple[st
     return grpc.StatusCode.INTERNAL, f"internal error (reference {reference})", None
 
 
+def _require_workspace_scope(request: object) -> None:
+    """A principal scoped to some workspaces is refused on any other, for every role and every
+    RPC: here, where every call passes once its request is decoded, rather than in each use case
+    that might forget. Calls that name no workspace (key status, rotation, the audit log of all
+    workspaces) are for unscoped principals only."""
+    who = current_caller.get(None)
+    if who is None or who.workspaces is None:
+        return
+    workspace_id = getattr(request, "workspace_id", "")
+    if not principal_may_use_workspace(who.workspaces, workspace_id):
+        where = f"workspace {workspace_id!r}" if workspace_id else "calls that name no workspace"
+        raise e.PermissionDenied(f"principal {who.principal!r} is not scoped to {where}")
+
+
 S = TypeVar("S")
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -134,6 +149,7 @@ def rpc(
                 )
             if isinstance(request, Undecodable):
                 raise e.InvalidArgument(f"the request could not be decoded: {request.reason}")
+            _require_workspace_scope(request)
             response = await method(self, request, context)
             del held
             return response

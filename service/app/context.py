@@ -9,3 +9,5 @@ from dataclasses import dataclass
 class Caller:
     principal: str
     user_id: str = ""
+    # The workspaces the principal is scoped to (ids or `prefix*`); None: every workspace.
+    workspaces: tuple[str, ...] | None = None

@@ -42,6 +42,23 @@ def can_use_workspace_secret(permission: Permission | None, restricted: bool, ro
     return permission is Permission.ADMIN or role is not None
 
 
+def principal_may_use_workspace(patterns: tuple[str, ...] | None, workspace_id: str) -> bool:
+    """Whether a principal scoped to `patterns` (exact ids, or `prefix*`) may act on the
+    workspace; None means unscoped (every workspace). An empty id (a call on no workspace, or on
+    all of them) is for unscoped principals only."""
+    if patterns is None:
+        return True
+    if not workspace_id:
+        return False
+    for pattern in patterns:
+        if pattern.endswith("*"):
+            if workspace_id.startswith(pattern[:-1]):
+                return True
+        elif workspace_id == pattern:
+            return True
+    return False
+
+
 def require_member(permission: Permission | None, user_id: str, workspace_id: str) -> Permission:
     if permission is None:
         raise PermissionDenied(f"user {user_id!r} is not a member of workspace {workspace_id!r}")
