@@ -28,6 +28,7 @@ from typing import Any
 
 import asyncpg
 from secrets_client import DirectoryClient, EditorClient
+from secrets_client.grants import OrchestratorClient
 
 from service.auth import hash_token
 from service.crypto.keyring import new_keyring_document, write_private_json
@@ -46,6 +47,8 @@ TARGETS = {
     "p50_growth_1m_over_1k_max": 1.2,
     "import_10k_seconds_max": 3.0,
     "server_peak_rss_mib_max": 150.0,
+    # The resolve throughput ratio with a run grant may be at most this far below the one without.
+    "grant_ratio_drop_max": 0.05,
 }
 
 
@@ -262,6 +265,35 @@ def interleaved(loader: Loader, rounds: int, seconds: float) -> tuple[dict[str, 
     return summarize(health), summarize(resolve)
 
 
+def interleaved_with_grant(
+    loader: Loader, rounds: int, seconds: float, grant: str
+) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """`interleaved`, with a third mode: the same resolve carrying a run grant (the request also
+    repeats the grant's run, so every field is compared). The order rotates every round."""
+    granted_request = {**resolve_request(), "grant": grant}
+    loader.run("health", 1.0)
+    loader.run("resolve", 1.0, resolve_request())
+    loader.run("resolve", 1.0, granted_request)
+    modes = {"health": None, "resolve": resolve_request(), "granted": granted_request}
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    names = list(modes)
+    for i in range(rounds):
+        for mode in names[i % 3 :] + names[: i % 3]:
+            request = modes[mode]
+            results[mode].append(loader.run("health" if request is None else "resolve", seconds, request))
+    return summarize(results["health"]), summarize(results["resolve"]), summarize(results["granted"])
+
+
+async def issue_grant(address: str, tokens: dict[str, str]) -> str:
+    """A run grant for the benchmark's run (resolve_request), valid for the longest time."""
+    request = resolve_request()
+    async with OrchestratorClient(address, tokens["orchestrator"]) as orchestrator:
+        grant = await orchestrator.issue_grant(
+            WS, request["workflowId"], request["executionId"], triggering_user_id=USER, ttl_seconds=86400
+        )
+    return str(grant.token)
+
+
 async def seed(address: str, tokens: dict[str, str]) -> None:
     async with (
         DirectoryClient(address, tokens["directory"]) as directory,
@@ -348,11 +380,15 @@ def report(data: dict[str, Any]) -> str:
         f"| same, resolve cache off (every resolve reads Postgres) | | | {fmt(un['ratios']['p50_growth_1m_over_1k'])} | |",
         f"| resolve throughput ratio, cache off, {data['small']['stored']:,} / {data['big']['stored']:,} stored | | |"
         f" {fmt(un['ratios']['resolve_throughput_ratio'])} / {fmt(un['ratios']['big_throughput_ratio'])} | |",
+        f"| resolve throughput ratio with a run grant (without: {fmt(ratios['resolve_throughput_ratio'])}),"
+        f" {data['small']['stored']:,} stored | | {fmt(data['small']['granted']['throughput_rps'], 0)}/s |"
+        f" {fmt(ratios['granted_throughput_ratio'])} | within 0.05 |",
         f"| 10,000-line .env import | | {fmt(data['import_10k_seconds'])} s | | < 3 s |",
         f"| server peak RSS, {data['big']['stored']:,} stored | | {fmt(data['server_peak_rss_mib'], 1)} MiB | | < 150 MiB |",
         "",
         "targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in data["targets_met"].items()),
-        f"errors: health {small_h['errors'] + big_h['errors']}, resolve {small_r['errors'] + big_r['errors']}",
+        f"errors: health {small_h['errors'] + big_h['errors']}, resolve {small_r['errors'] + big_r['errors']},"
+        f" resolve with a grant {data['small']['granted']['errors']}",
     ]
     return "\n".join(lines)
 
@@ -373,7 +409,7 @@ def phase_ratios(
 
 
 async def main() -> int:
-    tokens = {r: pysecrets.token_urlsafe(24) for r in ("editor", "executor", "directory", "ops")}
+    tokens = {r: pysecrets.token_urlsafe(24) for r in ("editor", "executor", "directory", "ops", "orchestrator")}
     postgres = Postgres()
     root = Path(tempfile.mkdtemp(prefix="sst-bench-run-"))
     servers: list[subprocess.Popen[bytes]] = []
@@ -392,8 +428,10 @@ async def main() -> int:
         stored_small = await fill(database_url, SMALL)
         loader, uncached_loader = Loader(address, tokens["executor"]), Loader(uncached_address, tokens["executor"])
         loaders += [loader, uncached_loader]
-        print(f"phase 1: {stored_small:,} stored secrets", file=sys.stderr)
-        small = interleaved(loader, ROUNDS, SECONDS)
+        grant = await issue_grant(address, tokens)
+        print(f"phase 1: {stored_small:,} stored secrets (resolves with and without a run grant)", file=sys.stderr)
+        *small_pair, granted = interleaved_with_grant(loader, ROUNDS, SECONDS, grant)
+        small = (small_pair[0], small_pair[1])
         small_uncached = interleaved(uncached_loader, ROUNDS, SECONDS)
         print("phase 2: 10,000-line import", file=sys.stderr)
         import_seconds = await time_import(address, tokens)
@@ -403,6 +441,7 @@ async def main() -> int:
         big_uncached = interleaved(uncached_loader, ROUNDS, SECONDS)
         rss = peak_rss_mib(server.pid)
         ratios = phase_ratios(small, big)
+        ratios["granted_throughput_ratio"] = granted["throughput_rps"] / small[0]["throughput_rps"]
         uncached = {
             "small": {"health": small_uncached[0], "resolve": small_uncached[1]},
             "big": {"health": big_uncached[0], "resolve": big_uncached[1]},
@@ -414,7 +453,7 @@ async def main() -> int:
             "machine": machine(),
             "database": postgres.kind,
             "settings": {"rounds": ROUNDS, "seconds": SECONDS, "concurrency": CONCURRENCY, "channels": 4},
-            "small": {"stored": stored_small, "health": small[0], "resolve": small[1]},
+            "small": {"stored": stored_small, "health": small[0], "resolve": small[1], "granted": granted},
             "big": {"stored": stored_big, "health": big[0], "resolve": big[1]},
             "uncached": uncached,
             "import_10k_seconds": import_seconds,
@@ -426,6 +465,8 @@ async def main() -> int:
                 "p50_flat_with_data": ratios["p50_growth_1m_over_1k"] <= TARGETS["p50_growth_1m_over_1k_max"],
                 "import_10k": import_seconds < TARGETS["import_10k_seconds_max"],
                 "server_memory": rss < TARGETS["server_peak_rss_mib_max"],
+                "grant_overhead": ratios["resolve_throughput_ratio"] - ratios["granted_throughput_ratio"]
+                <= TARGETS["grant_ratio_drop_max"],
             },
         }
         RESULTS.mkdir(parents=True, exist_ok=True)

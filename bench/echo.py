@@ -34,6 +34,15 @@ class EchoResolver(resolver_pb2_grpc.ResolverServicer):
     async def ResolveInputs(self, request: Any, context: Any) -> resolver_pb2.ResolveInputsResponse:
         return self.response
 
+    async def IssueRunGrant(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the echo server")
+
+    async def RevokeRunGrant(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the echo server")
+
+    async def EndRun(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "not in the echo server")
+
 
 async def main() -> None:
     server = grpc.aio.server()

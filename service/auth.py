@@ -40,6 +40,8 @@ class Role(enum.StrEnum):
     EXECUTOR = "executor"
     DIRECTORY = "directory"
     OPS = "ops"
+    # The service that starts runs: issues, revokes and ends run grants (Resolver).
+    ORCHESTRATOR = "orchestrator"
 
 
 class PrincipalsError(Exception):
@@ -53,6 +55,8 @@ class Principal:
     token_sha256: bytes
     # Workspace ids or `prefix*` patterns this principal may act on; None: every workspace.
     workspaces: tuple[str, ...] | None = None
+    # An executor that may resolve only with a run grant (ResolveInputsRequest.grant).
+    requires_grant: bool = False
 
     def __repr__(self) -> str:
         return f"Principal(name={self.name!r}, roles={sorted(self.roles)!r})"
@@ -122,7 +126,13 @@ class Principals:
                 raise PrincipalsError(
                     f"principal {name!r}: roles must be among {', '.join(r.value for r in Role)}"
                 ) from None
-            found.append(Principal(name, role_set, raw, _workspace_patterns(name, entry.get("workspaces"))))
+            requires_grant = entry.get("requires_grant", False)
+            if not isinstance(requires_grant, bool):
+                # A typo ("yes", 1) must not quietly leave an executor able to resolve without one.
+                raise PrincipalsError(f"principal {name!r}: requires_grant must be true or false")
+            found.append(
+                Principal(name, role_set, raw, _workspace_patterns(name, entry.get("workspaces")), requires_grant)
+            )
         if not found:
             log.warning("the principals file lists no principals: every token is refused")
         return cls(found)
@@ -171,6 +181,19 @@ SERVICE_ROLES: dict[str, Role] = {
     "secrets.v1.Directory": Role.DIRECTORY,
     "secrets.v1.Operations": Role.OPS,
 }
+# Methods whose role is not their service's.
+METHOD_ROLES: dict[str, Role] = {
+    "/secrets.v1.Resolver/IssueRunGrant": Role.ORCHESTRATOR,
+    "/secrets.v1.Resolver/RevokeRunGrant": Role.ORCHESTRATOR,
+    "/secrets.v1.Resolver/EndRun": Role.ORCHESTRATOR,
+}
+
+
+def role_for(method: str) -> Role | None:
+    """The role a method (`/package.Service/Method`) needs; None for a method of an unknown service."""
+    return METHOD_ROLES.get(method) or SERVICE_ROLES.get(method[1:].rpartition("/")[0])
+
+
 # Probes and operators call these with no token (SPEC 3.6).
 OPEN_SERVICES = frozenset(
     {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
@@ -219,7 +242,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         service = method[1:].rpartition("/")[0]
         if service in OPEN_SERVICES:
             return await continuation(handler_call_details)
-        required = SERVICE_ROLES.get(service)
+        required = METHOD_ROLES.get(method) or SERVICE_ROLES.get(service)
         if required is None:
             return _rejecting_handler(grpc.StatusCode.UNIMPLEMENTED, f"unknown method {method}")
         token = ""
@@ -240,7 +263,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         if required not in principal.roles:
             return _rejecting_handler(
                 grpc.StatusCode.PERMISSION_DENIED,
-                f"principal {principal.name!r} lacks role {required.value!r} needed for {service}",
+                f"principal {principal.name!r} lacks role {required.value!r} needed for {method[1:]}",
             )
         if required is Role.EDITOR:
             # (HTTP/2 allows no leading or trailing whitespace in a header value; a blank one is
@@ -260,5 +283,5 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         # set here is what the handler reads (and no other call can see it). Setting it here
         # rather than wrapping the handler keeps the hot path free of a per-call wrapper; if
         # grpc ever changed that, every servicer's `current_caller.get()` would fail loudly.
-        current_caller.set(Caller(principal.name, user_id, principal.workspaces))
+        current_caller.set(Caller(principal.name, user_id, principal.workspaces, principal.requires_grant))
         return await continuation(handler_call_details)

@@ -29,6 +29,7 @@ from service.app.audit import AuditBuffer
 from service.app.cache import Changes, Invalidations, ResolveCache
 from service.app.directory import DirectoryService
 from service.app.editor import EditorService
+from service.app.grants import GrantCodec, GrantService, StoppedGrants
 from service.app.keys import DataKeys, keyring_source, verify_keyring
 from service.app.operations import OperationsService
 from service.app.reseal import reseal_legacy_values
@@ -321,12 +322,15 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     )
     cache: ResolveCache[ResolvePlan] = ResolveCache(max_entries=settings.resolve_cache_entries)
     invalidations = Invalidations(url, cache)
+    stopped_grants = StoppedGrants(db)  # revoked and ended run grants, kept by the same listener
+    invalidations.followers.append(stopped_grants)
     if settings.resolve_cache_entries > 0:
         invalidations.start()
     changes = Changes(db, cache)
     budget = RequestBudget(settings.max_request_bytes_in_flight)
     add_servicer(server, SecretStoreServicer(EditorService(db, keys, changes)), SECRET_STORE, budget)
-    add_servicer(server, ResolverServicer(ResolverService(db, keys, audit, cache)), RESOLVER, budget)
+    grants = GrantService(db, GrantCodec(keyring), stopped_grants)
+    add_servicer(server, ResolverServicer(ResolverService(db, keys, audit, cache), grants), RESOLVER, budget)
     add_servicer(server, DirectoryServicer(DirectoryService(db, changes)), DIRECTORY, budget)
     add_servicer(server, OperationsServicer(OperationsService(db, keys, audit)), OPERATIONS, budget)
     health_servicer = health_aio.HealthServicer()

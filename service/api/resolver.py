@@ -10,10 +10,13 @@ import grpc
 from service.api import convert
 from service.api.common import caller
 from service.api.inputs import BoundedMemo, PathSizes, Site, Walk, walk_blocks
+from service.app.context import Caller
+from service.app.grants import Grant, GrantService
 from service.app.resolver import KeyOutcome, ResolverService
-from service.domain.errors import ResourceExhausted
+from service.domain.errors import PermissionDenied, ResourceExhausted
 from service.domain.keys import require_id
 from service.domain.limits import MAX_INPUT_DEPTH, MAX_MESSAGE_BYTES
+from service.domain.policy import principal_may_use_workspace
 from service.domain.resolution import block_error_message, run_user_for
 from service.errors import rpc
 from service.gen.secrets.v1 import common_pb2 as common
@@ -47,25 +50,40 @@ _references: BoundedMemo[tuple[str, str, int, int, int, int], bytes] = BoundedMe
 
 
 class ResolverServicer(pb_grpc.ResolverServicer):
-    def __init__(self, resolver: ResolverService) -> None:
+    def __init__(self, resolver: ResolverService, grants: GrantService) -> None:
         self._resolver = resolver
+        self._grants = grants
 
     @rpc
     async def ResolveInputs(
         self, request: pb.ResolveInputsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResolveInputsResponse:
-        require_id("workspace_id", request.workspace_id)
-        # Optional, but they go into the audit log: held to the one id rule like every id.
-        require_id("workflow_id", request.workflow_id, required=False)
-        require_id("execution_id", request.execution_id, required=False)
-        run_user = run_user_for(convert.trigger(request.trigger), request.triggering_user_id, request.workflow_owner_id)
+        who = caller()
+        grant: Grant | None = None
+        if request.grant or who.requires_grant:
+            # The run comes from the grant (app/grants.py); the request may only repeat it.
+            grant = await self._run_grant(request, who)
+            workspace_id, run_user, execution_id = grant.workspace_id, grant.run_user_id, grant.execution_id
+        else:
+            workspace_id, execution_id = request.workspace_id, request.execution_id
+            require_id("workspace_id", workspace_id)
+            # Optional, but they go into the audit log: held to the one id rule like every id.
+            require_id("workflow_id", request.workflow_id, required=False)
+            require_id("execution_id", execution_id, required=False)
+            run_user = run_user_for(
+                convert.trigger(request.trigger), request.triggering_user_id, request.workflow_owner_id
+            )
         response = pb.ResolveInputsResponse(run_user_id=run_user)
         for block in request.blocks:
             # The response starts as a copy of the inputs; only strings with references change.
             response.blocks.add(block_id=block.block_id).inputs.CopyFrom(block.inputs)
         walk = walk_blocks([(b.block_id, b.inputs) for b in response.blocks])
         keys = walk.keys
-        outcomes = await self._resolver.resolve_keys(request.workspace_id, run_user, keys) if keys else {}
+        if grant is not None and grant.keys is not None and not grant.keys.issuperset(keys):
+            outside = sorted(set(keys) - grant.keys)
+            shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+            raise PermissionDenied(f"the run grant {grant.id} does not allow key(s) {shown}")
+        outcomes = await self._resolver.resolve_keys(workspace_id, run_user, keys) if keys else {}
         # Each value revealed once per call, however many places use it.
         texts = {key: o.value.reveal() for key, o in outcomes.items() if o.value is not None}
         # A block fails at its first reference that does not resolve; when every key resolved,
@@ -89,8 +107,64 @@ class ResolverServicer(pb_grpc.ResolverServicer):
             raise _too_large(size)
         if keys:
             used = [o.decision for o in outcomes.values() if o.value is not None]
-            self._resolver.record(caller(), request.workspace_id, run_user, request.execution_id, used, failed)
+            self._resolver.record(
+                who, workspace_id, run_user, execution_id, used, failed, grant.id if grant is not None else ""
+            )
         return response
+
+    async def _run_grant(self, request: pb.ResolveInputsRequest, who: Caller) -> Grant:
+        """The request's run grant, checked; PermissionDenied when there is none (for an executor
+        that requires one), it cannot be used, or the request names another run than its own."""
+        if not request.grant:
+            raise PermissionDenied(
+                f"principal {who.principal!r} may resolve only with a run grant (ResolveInputsRequest.grant)"
+            )
+        grant = await self._grants.check(request.grant)
+        if not principal_may_use_workspace(who.workspaces, grant.workspace_id):
+            raise PermissionDenied(f"principal {who.principal!r} is not scoped to workspace {grant.workspace_id!r}")
+        for field, asked, granted in (
+            ("workspace_id", request.workspace_id, grant.workspace_id),
+            ("workflow_id", request.workflow_id, grant.workflow_id),
+            ("execution_id", request.execution_id, grant.execution_id),
+            ("triggering_user_id", request.triggering_user_id, grant.triggering_user_id),
+            ("workflow_owner_id", request.workflow_owner_id, grant.workflow_owner_id),
+        ):
+            if asked and asked != granted:
+                raise PermissionDenied(f"{field} differs from the run grant's; leave it empty or send the grant's")
+        if request.trigger and int(request.trigger) != int(grant.trigger):
+            raise PermissionDenied("trigger differs from the run grant's; leave it unspecified or send the grant's")
+        return grant
+
+    @rpc
+    async def IssueRunGrant(
+        self, request: pb.IssueRunGrantRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.IssueRunGrantResponse:
+        token, grant = await self._grants.issue(
+            caller(),
+            request.workspace_id,
+            request.workflow_id,
+            request.execution_id,
+            convert.trigger(request.trigger),
+            request.triggering_user_id,
+            request.workflow_owner_id,
+            request.ttl_seconds,
+            list(request.keys),
+        )
+        response = pb.IssueRunGrantResponse(grant=token, grant_id=grant.id, run_user_id=grant.run_user_id)
+        response.expires_at.FromSeconds(int(grant.expires_at))
+        return response
+
+    @rpc
+    async def RevokeRunGrant(
+        self, request: pb.RevokeRunGrantRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.RevokeRunGrantResponse:
+        revoked = await self._grants.revoke(caller(), request.workspace_id, request.grant, request.grant_id)
+        return pb.RevokeRunGrantResponse(revoked=revoked)
+
+    @rpc
+    async def EndRun(self, request: pb.EndRunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.EndRunResponse:
+        ended = await self._grants.end_run(caller(), request.workspace_id, request.execution_id)
+        return pb.EndRunResponse(grants_ended=ended)
 
 
 def _block_error(

@@ -25,7 +25,7 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import asyncpg
 
@@ -132,6 +132,14 @@ class ResolveCache(Generic[T]):
         return len(self._entries)
 
 
+class Follower(Protocol):
+    """Something else kept current by the same notifications (the stopped run grants)."""
+
+    def listening(self) -> None: ...  # (re)connected: anything before may have been missed
+    def changed(self, tags: list[str]) -> None: ...
+    def lost(self) -> None: ...  # disconnected: notifications may be missed from now on
+
+
 class Invalidations:
     """Listens for change notifications on a dedicated connection and applies them to the cache;
     reconnects with backoff, and keeps the cache off while it cannot listen."""
@@ -141,6 +149,7 @@ class Invalidations:
         self._cache = cache
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
+        self.followers: list[Follower] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="cache-invalidations")
@@ -152,12 +161,18 @@ class Invalidations:
             # it meant (failing closed costs one round trip per resolve until they refill).
             log.error("cache invalidation with an unreadable payload; clearing the resolve cache")
             self._cache.clear()
+            for follower in self.followers:
+                follower.listening()  # start over from the database
             return
         self._cache.invalidate(tags)
+        for follower in self.followers:
+            follower.changed(tags)
 
     def _on_terminate(self, conn: Any) -> None:
         self._cache.enabled = False
         self._cache.clear()
+        for follower in self.followers:
+            follower.lost()
         self._lost.set()
 
     async def _run(self) -> None:
@@ -172,6 +187,8 @@ class Invalidations:
                 # Anything cached before listening could have missed a notification.
                 self._cache.clear()
                 self._cache.enabled = True
+                for follower in self.followers:
+                    follower.listening()
                 delay = 0.2
                 # A listening connection gets no traffic of its own; poll it so that a dead
                 # server is noticed even when nothing is being changed.
@@ -187,6 +204,8 @@ class Invalidations:
             finally:
                 self._cache.enabled = False
                 self._cache.clear()
+                for follower in self.followers:
+                    follower.lost()
                 if conn is not None:
                     with contextlib.suppress(Exception):
                         await asyncio.wait_for(conn.close(), timeout=1)

@@ -11,3 +11,5 @@ class Caller:
     user_id: str = ""
     # The workspaces the principal is scoped to (ids or `prefix*`); None: every workspace.
     workspaces: tuple[str, ...] | None = None
+    # An executor that may resolve only with a run grant.
+    requires_grant: bool = False

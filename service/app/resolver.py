@@ -115,6 +115,7 @@ class ResolverService:
         execution_id: str,
         used: Sequence[Decision],
         failed: int,
+        grant_id: str = "",
     ) -> None:
         self._audit.add(
             repo.AuditRecord(
@@ -125,6 +126,8 @@ class ResolverService:
                 outcome="ok" if failed == 0 else f"{failed} block(s) failed",
                 keys=tuple((d.key, int(d.chosen.scope), d.chosen.version) for d in used if d.chosen is not None),
                 execution_id=execution_id,
+                # The run grant the resolve used (its id; never the token).
+                detail=f"grant {grant_id}" if grant_id else "",
                 # Buffered events carry their own time: they are written up to 50 ms later.
                 at=datetime.now(UTC),
             )

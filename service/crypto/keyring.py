@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from service.crypto.aead import KEY_BYTES, Aead, IntegrityError
 
 WRAP_FORMAT: Final = 1
@@ -147,6 +150,8 @@ class Keyring:
             if len(material) != KEY_BYTES:
                 raise KeyringError(f"key {key_id!r} must be {KEY_BYTES} bytes, got {len(material)}")
         self._aeads = {key_id: Aead(material) for key_id, material in keys.items()}
+        self._materials = dict(keys)
+        self._derived: dict[tuple[str, bytes], bytes] = {}
         self.check_values: dict[str, bytes] = {key_id: check_value(material) for key_id, material in keys.items()}
         self.primary_id = primary
 
@@ -186,6 +191,18 @@ class Keyring:
         except (OSError, ValueError) as exc:
             raise KeyringError(f"keyring file {path} cannot be read as JSON: {type(exc).__name__}") from None
         return cls.from_json(data)
+
+    def derive(self, key_id: str, info: bytes) -> bytes:
+        """A 32-byte key for another purpose (`info` names it), derived with HKDF-SHA256 from the
+        master key `key_id`; remembered per keyring. UnknownMasterKey when the keyring lacks it."""
+        found = self._derived.get((key_id, info))
+        if found is None:
+            material = self._materials.get(key_id)
+            if material is None:
+                raise UnknownMasterKey(key_id)
+            found = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=info).derive(material)
+            self._derived[(key_id, info)] = found
+        return found
 
     def wrap(self, tenant: str, data_key: bytes) -> bytes:
         key_id = self.primary_id.encode("ascii")

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import grpc
 import pytest
 from google.protobuf import message_factory
 
-from service.auth import SERVICE_ROLES
+from service.auth import Role, role_for
 from service.server import DIRECTORY, OPERATIONS, RESOLVER, SECRET_STORE
 from tests.conftest import TOKENS
 
@@ -21,7 +23,9 @@ METHODS = [
 def cases() -> list[object]:
     found: list[object] = []
     for service, method, request in METHODS:
-        required = SERVICE_ROLES[service].value
+        role = role_for(f"/{service}/{method}")
+        assert role is not None
+        required = role.value
         found.append(
             pytest.param(service, method, request, None, grpc.StatusCode.UNAUTHENTICATED, id=f"{method}-no-token")
         )
@@ -61,8 +65,14 @@ async def test_every_rpc_refuses_missing_wrong_and_misrole_callers(
 
 
 def test_the_table_covers_every_rpc() -> None:
-    assert len(METHODS) == 17  # SecretStore 10, Resolver 1, Directory 3, Operations 3
-    assert len(cases()) == 17 * 5
+    per_service = Counter(service for service, _, _ in METHODS)
+    assert per_service["secrets.v1.SecretStore"] == 10 and per_service["secrets.v1.Directory"] == 3
+    assert per_service["secrets.v1.Resolver"] == 4  # ResolveInputs, and the orchestrator's three grant RPCs
+    assert per_service["secrets.v1.Operations"] >= 3
+    orchestrated = sum(1 for service, method, _ in METHODS if role_for(f"/{service}/{method}") is Role.ORCHESTRATOR)
+    assert orchestrated == 3
+    # No role here is the orchestrator: its methods refuse all four.
+    assert len(cases()) == (len(METHODS) - orchestrated) * 5 + orchestrated * 6
 
 
 async def test_an_unknown_method_is_unimplemented_even_with_a_token(channel: grpc.aio.Channel) -> None:

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class ResolverStub:
-    """Resolver is what workflow executors call (role "executor") just before a block runs.
+    """Resolver is what workflow executors call (role "executor") just before a block runs; the run
+    grant RPCs are called by the orchestrator (role "orchestrator").
     """
 
     def __init__(self, channel):
@@ -41,14 +42,54 @@ class ResolverStub:
                 request_serializer=secrets_dot_v1_dot_resolver__pb2.ResolveInputsRequest.SerializeToString,
                 response_deserializer=secrets_dot_v1_dot_resolver__pb2.ResolveInputsResponse.FromString,
                 _registered_method=True)
+        self.IssueRunGrant = channel.unary_unary(
+                '/secrets.v1.Resolver/IssueRunGrant',
+                request_serializer=secrets_dot_v1_dot_resolver__pb2.IssueRunGrantRequest.SerializeToString,
+                response_deserializer=secrets_dot_v1_dot_resolver__pb2.IssueRunGrantResponse.FromString,
+                _registered_method=True)
+        self.RevokeRunGrant = channel.unary_unary(
+                '/secrets.v1.Resolver/RevokeRunGrant',
+                request_serializer=secrets_dot_v1_dot_resolver__pb2.RevokeRunGrantRequest.SerializeToString,
+                response_deserializer=secrets_dot_v1_dot_resolver__pb2.RevokeRunGrantResponse.FromString,
+                _registered_method=True)
+        self.EndRun = channel.unary_unary(
+                '/secrets.v1.Resolver/EndRun',
+                request_serializer=secrets_dot_v1_dot_resolver__pb2.EndRunRequest.SerializeToString,
+                response_deserializer=secrets_dot_v1_dot_resolver__pb2.EndRunResponse.FromString,
+                _registered_method=True)
 
 
 class ResolverServicer:
-    """Resolver is what workflow executors call (role "executor") just before a block runs.
+    """Resolver is what workflow executors call (role "executor") just before a block runs; the run
+    grant RPCs are called by the orchestrator (role "orchestrator").
     """
 
     def ResolveInputs(self, request, context):
         """Returns each block's inputs with {{KEY}} references replaced by the secrets' values.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def IssueRunGrant(self, request, context):
+        """Run grants (role "orchestrator": the service that starts runs). A grant lets an executor
+        resolve for one run only: its workspace, run user, trigger, workflow and execution, until it
+        expires, is revoked or the run ends; optionally only some keys.
+        Issues a grant for one run; the token is returned once and never stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeRunGrant(self, request, context):
+        """Revokes one grant, named by its token or its id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EndRun(self, request, context):
+        """Ends a run: every grant of the execution stops working, and no new one is issued for it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -62,6 +103,21 @@ def add_ResolverServicer_to_server(servicer, server):
                     request_deserializer=secrets_dot_v1_dot_resolver__pb2.ResolveInputsRequest.FromString,
                     response_serializer=secrets_dot_v1_dot_resolver__pb2.ResolveInputsResponse.SerializeToString,
             ),
+            'IssueRunGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.IssueRunGrant,
+                    request_deserializer=secrets_dot_v1_dot_resolver__pb2.IssueRunGrantRequest.FromString,
+                    response_serializer=secrets_dot_v1_dot_resolver__pb2.IssueRunGrantResponse.SerializeToString,
+            ),
+            'RevokeRunGrant': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeRunGrant,
+                    request_deserializer=secrets_dot_v1_dot_resolver__pb2.RevokeRunGrantRequest.FromString,
+                    response_serializer=secrets_dot_v1_dot_resolver__pb2.RevokeRunGrantResponse.SerializeToString,
+            ),
+            'EndRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.EndRun,
+                    request_deserializer=secrets_dot_v1_dot_resolver__pb2.EndRunRequest.FromString,
+                    response_serializer=secrets_dot_v1_dot_resolver__pb2.EndRunResponse.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'secrets.v1.Resolver', rpc_method_handlers)
@@ -71,7 +127,8 @@ def add_ResolverServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class Resolver:
-    """Resolver is what workflow executors call (role "executor") just before a block runs.
+    """Resolver is what workflow executors call (role "executor") just before a block runs; the run
+    grant RPCs are called by the orchestrator (role "orchestrator").
     """
 
     @staticmethod
@@ -91,6 +148,87 @@ class Resolver:
             '/secrets.v1.Resolver/ResolveInputs',
             secrets_dot_v1_dot_resolver__pb2.ResolveInputsRequest.SerializeToString,
             secrets_dot_v1_dot_resolver__pb2.ResolveInputsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def IssueRunGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/secrets.v1.Resolver/IssueRunGrant',
+            secrets_dot_v1_dot_resolver__pb2.IssueRunGrantRequest.SerializeToString,
+            secrets_dot_v1_dot_resolver__pb2.IssueRunGrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeRunGrant(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/secrets.v1.Resolver/RevokeRunGrant',
+            secrets_dot_v1_dot_resolver__pb2.RevokeRunGrantRequest.SerializeToString,
+            secrets_dot_v1_dot_resolver__pb2.RevokeRunGrantResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EndRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/secrets.v1.Resolver/EndRun',
+            secrets_dot_v1_dot_resolver__pb2.EndRunRequest.SerializeToString,
+            secrets_dot_v1_dot_resolver__pb2.EndRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

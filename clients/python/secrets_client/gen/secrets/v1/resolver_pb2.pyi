@@ -8,6 +8,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from secrets_client.gen.secrets.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
@@ -32,6 +33,7 @@ class ResolveInputsRequest(_message.Message):
     TRIGGERING_USER_ID_FIELD_NUMBER: _builtins.int
     WORKFLOW_OWNER_ID_FIELD_NUMBER: _builtins.int
     BLOCKS_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     workflow_id: _builtins.str
     execution_id: _builtins.str
@@ -40,6 +42,13 @@ class ResolveInputsRequest(_message.Message):
     """Required for TRIGGER_MANUAL: the user who clicked Run."""
     workflow_owner_id: _builtins.str
     """Required for the automated triggers: the workflow owner."""
+    grant: _builtins.str
+    """A run grant (IssueRunGrant). Required for executors marked `requires_grant`; optional for
+    the others, and enforced whenever sent: the workspace, workflow, execution, trigger and run
+    user then come from the grant. Fields 1-6 may be left empty; any that is set must equal the
+    grant's, or the call is PERMISSION_DENIED. A reference to a key outside the grant's keys
+    (when it names keys) makes the call PERMISSION_DENIED.
+    """
     @_builtins.property
     def blocks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.BlockInputs]: ...
     def __init__(
@@ -52,10 +61,11 @@ class ResolveInputsRequest(_message.Message):
         triggering_user_id: _builtins.str = ...,
         workflow_owner_id: _builtins.str = ...,
         blocks: _abc.Iterable[_common_pb2.BlockInputs] | None = ...,
+        grant: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "execution_id", b"execution_id", "trigger", b"trigger", "triggering_user_id", b"triggering_user_id", "workflow_id", b"workflow_id", "workflow_owner_id", b"workflow_owner_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "execution_id", b"execution_id", "grant", b"grant", "trigger", b"trigger", "triggering_user_id", b"triggering_user_id", "workflow_id", b"workflow_id", "workflow_owner_id", b"workflow_owner_id", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -172,3 +182,170 @@ class ResolveInputsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResolveInputsResponse: _TypeAlias = ResolveInputsResponse  # noqa: Y015
+
+@_typing.final
+class IssueRunGrantRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    TRIGGERING_USER_ID_FIELD_NUMBER: _builtins.int
+    WORKFLOW_OWNER_ID_FIELD_NUMBER: _builtins.int
+    TTL_SECONDS_FIELD_NUMBER: _builtins.int
+    KEYS_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    workflow_id: _builtins.str
+    execution_id: _builtins.str
+    trigger: _common_pb2.Trigger.ValueType
+    triggering_user_id: _builtins.str
+    """Required for TRIGGER_MANUAL: the user who clicked Run."""
+    workflow_owner_id: _builtins.str
+    """Required for the automated triggers: the workflow owner."""
+    ttl_seconds: _builtins.int
+    """How long the grant lasts: 0 means 3600 (one hour); more than 86400 (one day) is cut to 86400."""
+    @_builtins.property
+    def keys(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The only keys the run may resolve; empty: any key the run user may use."""
+
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        workflow_id: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+        trigger: _common_pb2.Trigger.ValueType = ...,
+        triggering_user_id: _builtins.str = ...,
+        workflow_owner_id: _builtins.str = ...,
+        ttl_seconds: _builtins.int = ...,
+        keys: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "keys", b"keys", "trigger", b"trigger", "triggering_user_id", b"triggering_user_id", "ttl_seconds", b"ttl_seconds", "workflow_id", b"workflow_id", "workflow_owner_id", b"workflow_owner_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueRunGrantRequest: _TypeAlias = IssueRunGrantRequest  # noqa: Y015
+
+@_typing.final
+class IssueRunGrantResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANT_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    RUN_USER_ID_FIELD_NUMBER: _builtins.int
+    grant: _builtins.str
+    """The grant token, for the executor (ResolveInputsRequest.grant). Opaque; returned only here."""
+    grant_id: _builtins.str
+    """The grant's id, for RevokeRunGrant and the audit log (not a credential)."""
+    run_user_id: _builtins.str
+    """The user whose permissions and personal secrets the run resolves with."""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        grant: _builtins.str = ...,
+        grant_id: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        run_user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "grant", b"grant", "grant_id", b"grant_id", "run_user_id", b"run_user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IssueRunGrantResponse: _TypeAlias = IssueRunGrantResponse  # noqa: Y015
+
+@_typing.final
+class RevokeRunGrantRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    GRANT_FIELD_NUMBER: _builtins.int
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    """The workspace of the grant."""
+    grant: _builtins.str
+    """One of the two: the grant token, or its id."""
+    grant_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        grant: _builtins.str = ...,
+        grant_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant", b"grant", "grant_id", b"grant_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeRunGrantRequest: _TypeAlias = RevokeRunGrantRequest  # noqa: Y015
+
+@_typing.final
+class RevokeRunGrantResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REVOKED_FIELD_NUMBER: _builtins.int
+    revoked: _builtins.bool
+    """False when the grant had already been revoked or its run had ended."""
+    def __init__(
+        self,
+        *,
+        revoked: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revoked", b"revoked"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RevokeRunGrantResponse: _TypeAlias = RevokeRunGrantResponse  # noqa: Y015
+
+@_typing.final
+class EndRunRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    execution_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        execution_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution_id", b"execution_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndRunRequest: _TypeAlias = EndRunRequest  # noqa: Y015
+
+@_typing.final
+class EndRunResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANTS_ENDED_FIELD_NUMBER: _builtins.int
+    grants_ended: _builtins.int
+    """How many grants of the execution stopped working with this call."""
+    def __init__(
+        self,
+        *,
+        grants_ended: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grants_ended", b"grants_ended"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndRunResponse: _TypeAlias = EndRunResponse  # noqa: Y015

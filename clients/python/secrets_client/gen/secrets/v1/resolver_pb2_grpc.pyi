@@ -28,7 +28,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class ResolverStub:
-    """Resolver is what workflow executors call (role "executor") just before a block runs."""
+    """Resolver is what workflow executors call (role "executor") just before a block runs; the run
+    grant RPCs are called by the orchestrator (role "orchestrator").
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -36,17 +38,41 @@ class ResolverStub:
     def __new__(cls, channel: _aio.Channel) -> ResolverAsyncStub: ...
     ResolveInputs: _grpc.UnaryUnaryMultiCallable[_resolver_pb2.ResolveInputsRequest, _resolver_pb2.ResolveInputsResponse]
     """Returns each block's inputs with {{KEY}} references replaced by the secrets' values."""
+    IssueRunGrant: _grpc.UnaryUnaryMultiCallable[_resolver_pb2.IssueRunGrantRequest, _resolver_pb2.IssueRunGrantResponse]
+    """Run grants (role "orchestrator": the service that starts runs). A grant lets an executor
+    resolve for one run only: its workspace, run user, trigger, workflow and execution, until it
+    expires, is revoked or the run ends; optionally only some keys.
+    Issues a grant for one run; the token is returned once and never stored.
+    """
+    RevokeRunGrant: _grpc.UnaryUnaryMultiCallable[_resolver_pb2.RevokeRunGrantRequest, _resolver_pb2.RevokeRunGrantResponse]
+    """Revokes one grant, named by its token or its id."""
+    EndRun: _grpc.UnaryUnaryMultiCallable[_resolver_pb2.EndRunRequest, _resolver_pb2.EndRunResponse]
+    """Ends a run: every grant of the execution stops working, and no new one is issued for it."""
 
 @_typing.type_check_only
 class ResolverAsyncStub(ResolverStub):
-    """Resolver is what workflow executors call (role "executor") just before a block runs."""
+    """Resolver is what workflow executors call (role "executor") just before a block runs; the run
+    grant RPCs are called by the orchestrator (role "orchestrator").
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ResolveInputs: _aio.UnaryUnaryMultiCallable[_resolver_pb2.ResolveInputsRequest, _resolver_pb2.ResolveInputsResponse]  # type: ignore[assignment]
     """Returns each block's inputs with {{KEY}} references replaced by the secrets' values."""
+    IssueRunGrant: _aio.UnaryUnaryMultiCallable[_resolver_pb2.IssueRunGrantRequest, _resolver_pb2.IssueRunGrantResponse]  # type: ignore[assignment]
+    """Run grants (role "orchestrator": the service that starts runs). A grant lets an executor
+    resolve for one run only: its workspace, run user, trigger, workflow and execution, until it
+    expires, is revoked or the run ends; optionally only some keys.
+    Issues a grant for one run; the token is returned once and never stored.
+    """
+    RevokeRunGrant: _aio.UnaryUnaryMultiCallable[_resolver_pb2.RevokeRunGrantRequest, _resolver_pb2.RevokeRunGrantResponse]  # type: ignore[assignment]
+    """Revokes one grant, named by its token or its id."""
+    EndRun: _aio.UnaryUnaryMultiCallable[_resolver_pb2.EndRunRequest, _resolver_pb2.EndRunResponse]  # type: ignore[assignment]
+    """Ends a run: every grant of the execution stops working, and no new one is issued for it."""
 
 class ResolverServicer(metaclass=_abc_1.ABCMeta):
-    """Resolver is what workflow executors call (role "executor") just before a block runs."""
+    """Resolver is what workflow executors call (role "executor") just before a block runs; the run
+    grant RPCs are called by the orchestrator (role "orchestrator").
+    """
 
     @_abc_1.abstractmethod
     def ResolveInputs(
@@ -55,5 +81,33 @@ class ResolverServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_resolver_pb2.ResolveInputsResponse, _abc.Awaitable[_resolver_pb2.ResolveInputsResponse]]:
         """Returns each block's inputs with {{KEY}} references replaced by the secrets' values."""
+
+    @_abc_1.abstractmethod
+    def IssueRunGrant(
+        self,
+        request: _resolver_pb2.IssueRunGrantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resolver_pb2.IssueRunGrantResponse, _abc.Awaitable[_resolver_pb2.IssueRunGrantResponse]]:
+        """Run grants (role "orchestrator": the service that starts runs). A grant lets an executor
+        resolve for one run only: its workspace, run user, trigger, workflow and execution, until it
+        expires, is revoked or the run ends; optionally only some keys.
+        Issues a grant for one run; the token is returned once and never stored.
+        """
+
+    @_abc_1.abstractmethod
+    def RevokeRunGrant(
+        self,
+        request: _resolver_pb2.RevokeRunGrantRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resolver_pb2.RevokeRunGrantResponse, _abc.Awaitable[_resolver_pb2.RevokeRunGrantResponse]]:
+        """Revokes one grant, named by its token or its id."""
+
+    @_abc_1.abstractmethod
+    def EndRun(
+        self,
+        request: _resolver_pb2.EndRunRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_resolver_pb2.EndRunResponse, _abc.Awaitable[_resolver_pb2.EndRunResponse]]:
+        """Ends a run: every grant of the execution stops working, and no new one is issued for it."""
 
 def add_ResolverServicer_to_server(servicer: ResolverServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
