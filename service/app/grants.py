@@ -65,6 +65,9 @@ MAX_TTL_SECONDS: Final = 86400
 MAX_GRANT_KEYS: Final = 256
 # Far above the largest grant (seven ids of 256 characters and 256 keys of 256 characters).
 MAX_TOKEN_CHARS: Final = 200_000
+# Verified tokens remembered per replica: at most this many, each of at most this many characters.
+VERIFIED_MEMO_ENTRIES: Final = 1024
+VERIFIED_MEMO_TOKEN_CHARS: Final = 4096
 # Stopped grants per notification; past it the notification says "reload" (`g*`). A tag is at
 # most 2 + 22 + 1 + 10 characters: 100 of them stay far below Postgres's 8,000-byte payload.
 MAX_TAGS_PER_NOTIFICATION: Final = 100
@@ -112,6 +115,12 @@ class GrantCodec:
 
     def __init__(self, keyring: WatchedFile[Keyring]) -> None:
         self._keyring = keyring
+        # Tokens already verified under the keyring in use, so the executors of a run (each
+        # sending the same token on every resolve) skip decoding and the MAC. Only verified
+        # grants; expiry and revocation are still checked on every use; a changed keyring
+        # (a removed key) empties it.
+        self._verified: dict[str, Grant] = {}
+        self._verified_under: Keyring | None = None
 
     def seal(self, grant: Grant) -> str:
         keyring = self._keyring.current()
@@ -136,6 +145,22 @@ class GrantCodec:
     def open(self, token: str, *, now: float | None = None, check_expiry: bool = True) -> Grant:
         """The grant a token carries; GrantRefused when it is malformed, fails its MAC, was
         issued under a master key the keyring no longer holds, or (with `check_expiry`) expired."""
+        keyring = self._keyring.current()
+        if keyring is not self._verified_under:
+            self._verified = {}
+            self._verified_under = keyring
+        grant = self._verified.get(token)
+        if grant is None:
+            grant = self._verify(token, keyring)
+            if len(token) <= VERIFIED_MEMO_TOKEN_CHARS:  # at most 4 MiB of tokens in all
+                if len(self._verified) >= VERIFIED_MEMO_ENTRIES:
+                    self._verified.pop(next(iter(self._verified)))
+                self._verified[token] = grant
+        if check_expiry and grant.expires_at <= (time.time() if now is None else now):
+            raise GrantRefused(f"the run grant {grant.id} has expired")
+        return grant
+
+    def _verify(self, token: str, keyring: Keyring) -> Grant:
         if len(token) > MAX_TOKEN_CHARS or not token.startswith(TOKEN_PREFIX):
             raise GrantRefused("the run grant is malformed")
         encoded_body, dot, encoded_tag = token[len(TOKEN_PREFIX) :].partition(".")
@@ -149,7 +174,7 @@ class GrantCodec:
         end = 2 + body[1]
         try:
             key_id = body[2:end].decode("ascii")
-            mac_key = self._keyring.current().derive(key_id, MAC_INFO)
+            mac_key = keyring.derive(key_id, MAC_INFO)
         except (UnicodeDecodeError, UnknownMasterKey):
             raise GrantRefused("the run grant was not issued under a master key this service holds") from None
         if not hmac.compare_digest(hmac.new(mac_key, body, hashlib.sha256).digest(), tag):
@@ -157,7 +182,7 @@ class GrantCodec:
         # From here on the claims are ours: issued by this service, unaltered.
         claims = json.loads(body[end:])
         keys = claims["k"]
-        grant = Grant(
+        return Grant(
             id=claims["id"],
             workspace_id=claims["ws"],
             workflow_id=claims["wf"],
@@ -169,9 +194,6 @@ class GrantCodec:
             keys=frozenset(keys) if keys is not None else None,
             expires_at=float(claims["exp"]),
         )
-        if check_expiry and grant.expires_at <= (time.time() if now is None else now):
-            raise GrantRefused(f"the run grant {grant.id} has expired")
-        return grant
 
 
 class StoppedGrants:
