@@ -32,6 +32,7 @@ from secrets_client.errors import (
     Unauthenticated,
     Unavailable,
 )
+from secrets_client.grants import OrchestratorClient, RunGrant
 from secrets_client.redact import MIN_MASKED_LENGTH, RedactingFilter, Redactor
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidArgument",
     "NotFound",
     "OpsClient",
+    "OrchestratorClient",
     "PermissionDenied",
     "RedactingFilter",
     "Redactor",
@@ -55,6 +57,7 @@ __all__ = [
     "ResolvedBlock",
     "ResourceExhausted",
     "RevisionConflict",
+    "RunGrant",
     "SecretsError",
     "Unauthenticated",
     "Unavailable",
