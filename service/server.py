@@ -324,6 +324,7 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     invalidations = Invalidations(url, cache)
     stopped_grants = StoppedGrants(db)  # revoked and ended run grants, kept by the same listener
     invalidations.followers.append(stopped_grants)
+    invalidations.followers.append(keys)  # data-key rotation on another replica drops the tenant's keys
     if settings.resolve_cache_entries > 0:
         invalidations.start()
     changes = Changes(db, cache)

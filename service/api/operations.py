@@ -1,4 +1,4 @@
-"""secrets.v1.Operations: master keys and the audit log, for operators."""
+"""secrets.v1.Operations: master keys, data-key rotation and the audit log, for operators."""
 
 from __future__ import annotations
 
@@ -36,6 +36,17 @@ class OperationsServicer(pb_grpc.OperationsServicer):
         result = await self._ops.rotate(caller())
         return pb.RotateKeysResponse(
             primary_key_id=result.primary, rewrapped=result.rewrapped, already_current=result.already_current
+        )
+
+    @rpc
+    async def RotateDataKeys(self, request: pb.RotateDataKeysRequest, context: Ctx) -> pb.RotateDataKeysResponse:
+        result = await self._ops.rotate_data_keys(caller(), request.workspace_id, request.user_id)
+        return pb.RotateDataKeysResponse(
+            workspace_id=request.workspace_id,
+            user_id=request.user_id,
+            old_generation=result.old_generation,
+            new_generation=result.new_generation,
+            resealed=result.resealed,
         )
 
     @rpc

@@ -219,6 +219,7 @@ class EditorService:
             revision = await repo.lock_revision(conn, scope, owner)
             if revision != expected_revision:
                 raise RevisionConflict(expected_revision, revision)
+            data_key = await self._keys.confirm_sealing(conn, data_key)  # a data-key rotation may have run
             stored = await repo.lock_secrets(conn, scope, owner, batch.touched_keys(changes), caller.user_id)
             existing = {k: batch.Existing(k, s.version, s.caller_role) for k, s in stored.items()}
             ops = batch.plan_changes(scope, changes, existing, permission, caller.user_id, workspace_id)
@@ -275,6 +276,8 @@ class EditorService:
             revision = await repo.lock_revision(conn, scope, owner) if not dry_run else None
             if revision is not None and revision != expected_revision:
                 raise RevisionConflict(expected_revision, revision)
+            if revision is not None:
+                data_key = await self._keys.confirm_sealing(conn, data_key)  # a data-key rotation may have run
             stored = await repo.lock_secrets(
                 conn, scope, owner, [e.key for e in parsed.entries], caller.user_id, lock=not dry_run
             )
@@ -557,6 +560,7 @@ class EditorService:
             # Lock order, the same in every transaction that takes both: the scope's revision row
             # first, then secret rows. Taking them the other way round deadlocked with saves.
             revision = await repo.lock_revision(conn, scope, owner)
+            data_key = await self._keys.confirm_sealing(conn, data_key)  # a data-key rotation may have run
             row, permission = await self._find(conn, caller, workspace_id, scope, key, lock=True)
             self._require_admin(caller, workspace_id, row, permission, "restoring a version of")
             if version == row.version:

@@ -1,7 +1,11 @@
 """Per-tenant data keys: created on first use, unwrapped once, cached in memory.
 
 Data keys are immutable once stored (rotation re-wraps them; the key bytes stay the same), so a
-cached key never goes stale and every replica can cache independently.
+cached key never goes stale and every replica can cache independently. Data-key rotation
+(Operations/RotateDataKeys) adds a newer generation and later deletes the older ones: it announces
+both with the tenant's key tag (`key_tag`), on which every replica drops the tenant from its cache
+(reloaded on next use), and a save checks its sealing key against the database under its scope's
+revision lock (`confirm_sealing`), so no value is ever sealed under a generation being destroyed.
 """
 
 from __future__ import annotations
@@ -10,18 +14,20 @@ import asyncio
 import logging
 import secrets as pysecrets
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import asyncpg
 
 from service.config import ConfigError
 from service.crypto.aead import KEY_BYTES, Aead, IntegrityError
 from service.crypto.envelope import DataKey, Prepared, open_prepared, prepare
 from service.crypto.keyring import Keyring, KeyringError, UnknownMasterKey, stranded
 from service.domain.errors import DataLoss, FailedPrecondition
-from service.domain.model import Scope, Tenant
+from service.domain.model import Scope, Tenant, TenantKind
 from service.domain.values import SecretValue
-from service.store import keychecks
+from service.store import datakeys, keychecks
 from service.store import repository as repo
 from service.store.db import Database
 from service.watched import WatchedFile
@@ -115,6 +121,18 @@ def keyring_source(path: Path | None, keyring: Keyring) -> KeyringFile:
     return KeyringFile(path, keyring)
 
 
+def key_tag(tenant: Tenant) -> str:
+    """The change-notification tag (service/app/cache.py) that says a tenant's data keys changed."""
+    return f"k:{tenant}"
+
+
+def _tenant_of_tag(tag: str) -> Tenant | None:
+    kind, _, tenant_id = tag.removeprefix("k:").partition(":")
+    if not tag.startswith("k:") or kind not in ("w", "u"):
+        return None
+    return Tenant(TenantKind(kind), tenant_id)
+
+
 @dataclass(frozen=True, slots=True)
 class _Entry:
     latest: DataKey
@@ -186,6 +204,62 @@ class DataKeys:
     def cached(self, tenant: Tenant, generation: int) -> DataKey | None:
         entry = self._cache.get(tenant)
         return entry.by_generation.get(generation) if entry else None
+
+    def forget(self, tenant: Tenant) -> None:
+        """Drops the tenant's cached keys (its generations changed); reloaded on next use."""
+        self._cache.pop(tenant, None)
+
+    # A follower of the change notifications (service/app/cache.py Follower; server.py wires it),
+    # so a data-key rotation on another replica reaches this cache.
+
+    def changed(self, tags: Sequence[str]) -> None:
+        """A tenant's key tag drops its keys (a generation was added or destroyed)."""
+        for tag in tags:
+            tenant = _tenant_of_tag(tag)
+            if tenant is not None:
+                self._cache.pop(tenant, None)
+
+    def listening(self) -> None:
+        """(Re)connected: a destroyed generation may have been missed meanwhile; drop them all."""
+        self._cache.clear()
+
+    def lost(self) -> None:
+        """Disconnected: nothing to do. A stale key is never used to seal (`confirm_sealing`), and
+        opening names its generation."""
+
+    async def confirm_sealing(self, conn: asyncpg.Connection, data_key: DataKey) -> DataKey:
+        """The key a save seals with, checked on the save's connection while it holds its scope's
+        revision lock: `for_sealing` answers from the cache, before the lock, and a data-key
+        rotation may have added a generation since (and, holding the same lock, may be about to
+        destroy the old one). One indexed read per save."""
+        latest = await datakeys.latest_generation(conn, data_key.tenant)
+        if latest == data_key.generation:
+            return data_key
+        self.forget(data_key.tenant)
+        self._remember(await repo.data_keys_for(conn, [data_key.tenant]))
+        entry = self._cache.get(data_key.tenant)
+        if entry is None:
+            raise FailedPrecondition(f"the data keys of {data_key.tenant} are gone; retry the call")
+        return entry.latest
+
+    async def add_generation(self, tenant: Tenant) -> tuple[int, DataKey] | None:
+        """Creates (and commits) the tenant's next data key generation, wrapped under the primary
+        master key; returns the previous newest generation and the new key, or None when the
+        tenant has no data key at all (nothing was ever sealed for it). FailedPrecondition when a
+        concurrent rotation took the same generation number."""
+        keyring = self.keyring.current()
+        await self.record_key(keyring, keyring.primary_id)
+        async with self._db.connection() as conn:
+            latest = await datakeys.latest_generation(conn, tenant)
+            if latest is None:
+                return None
+            material = pysecrets.token_bytes(KEY_BYTES)
+            row = repo.WrappedDataKey(tenant, latest + 1, keyring.primary_id, keyring.wrap(str(tenant), material))
+            if not await datakeys.insert_generation(conn, row):
+                raise FailedPrecondition(f"another data-key rotation of {tenant} is running; retry later")
+        self._use.count(row.master_key_id)
+        self.forget(tenant)
+        return latest, DataKey(tenant, row.generation, Aead(material))
 
     def _unwrap(self, row: repo.WrappedDataKey) -> DataKey:
         try:

@@ -129,6 +129,67 @@ class RotateKeysResponse(_message.Message):
 Global___RotateKeysResponse: _TypeAlias = RotateKeysResponse  # noqa: Y015
 
 @_typing.final
+class RotateDataKeysRequest(_message.Message):
+    """Exactly one of the two."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    """The workspace whose workspace secrets get a new data key."""
+    user_id: _builtins.str
+    """The user whose personal secrets get a new data key."""
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["user_id", b"user_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateDataKeysRequest: _TypeAlias = RotateDataKeysRequest  # noqa: Y015
+
+@_typing.final
+class RotateDataKeysResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    OLD_GENERATION_FIELD_NUMBER: _builtins.int
+    NEW_GENERATION_FIELD_NUMBER: _builtins.int
+    RESEALED_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    """The tenant rotated, as asked."""
+    user_id: _builtins.str
+    old_generation: _builtins.int
+    """The generation that sealed the tenant's values before (destroyed now, with any older one)."""
+    new_generation: _builtins.int
+    """The generation every value of the tenant is sealed under now."""
+    resealed: _builtins.int
+    """Values re-sealed: current values and kept versions."""
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        old_generation: _builtins.int = ...,
+        new_generation: _builtins.int = ...,
+        resealed: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["new_generation", b"new_generation", "old_generation", b"old_generation", "resealed", b"resealed", "user_id", b"user_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RotateDataKeysResponse: _TypeAlias = RotateDataKeysResponse  # noqa: Y015
+
+@_typing.final
 class ListAuditEventsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -38,6 +38,11 @@ class OperationsStub:
     """Which master keys the keyring holds, which is primary, and how many data keys each wraps."""
     RotateKeys: _grpc.UnaryUnaryMultiCallable[_operations_pb2.RotateKeysRequest, _operations_pb2.RotateKeysResponse]
     """Re-wraps every data key under the current primary master key, online."""
+    RotateDataKeys: _grpc.UnaryUnaryMultiCallable[_operations_pb2.RotateDataKeysRequest, _operations_pb2.RotateDataKeysResponse]
+    """Replaces one tenant's data key: a new generation (wrapped under the primary master key), every
+    current and kept value of the tenant re-sealed under it online, then the old generations
+    destroyed. For a data key that may have been exposed.
+    """
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_operations_pb2.ListAuditEventsRequest, _operations_pb2.ListAuditEventsResponse]
     """Audit events, newest first."""
 
@@ -50,6 +55,11 @@ class OperationsAsyncStub(OperationsStub):
     """Which master keys the keyring holds, which is primary, and how many data keys each wraps."""
     RotateKeys: _aio.UnaryUnaryMultiCallable[_operations_pb2.RotateKeysRequest, _operations_pb2.RotateKeysResponse]  # type: ignore[assignment]
     """Re-wraps every data key under the current primary master key, online."""
+    RotateDataKeys: _aio.UnaryUnaryMultiCallable[_operations_pb2.RotateDataKeysRequest, _operations_pb2.RotateDataKeysResponse]  # type: ignore[assignment]
+    """Replaces one tenant's data key: a new generation (wrapped under the primary master key), every
+    current and kept value of the tenant re-sealed under it online, then the old generations
+    destroyed. For a data key that may have been exposed.
+    """
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_operations_pb2.ListAuditEventsRequest, _operations_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
     """Audit events, newest first."""
 
@@ -71,6 +81,17 @@ class OperationsServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_operations_pb2.RotateKeysResponse, _abc.Awaitable[_operations_pb2.RotateKeysResponse]]:
         """Re-wraps every data key under the current primary master key, online."""
+
+    @_abc_1.abstractmethod
+    def RotateDataKeys(
+        self,
+        request: _operations_pb2.RotateDataKeysRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operations_pb2.RotateDataKeysResponse, _abc.Awaitable[_operations_pb2.RotateDataKeysResponse]]:
+        """Replaces one tenant's data key: a new generation (wrapped under the primary master key), every
+        current and kept value of the tenant re-sealed under it online, then the old generations
+        destroyed. For a data key that may have been exposed.
+        """
 
     @_abc_1.abstractmethod
     def ListAuditEvents(

@@ -46,6 +46,11 @@ class OperationsStub:
                 request_serializer=secrets_dot_v1_dot_operations__pb2.RotateKeysRequest.SerializeToString,
                 response_deserializer=secrets_dot_v1_dot_operations__pb2.RotateKeysResponse.FromString,
                 _registered_method=True)
+        self.RotateDataKeys = channel.unary_unary(
+                '/secrets.v1.Operations/RotateDataKeys',
+                request_serializer=secrets_dot_v1_dot_operations__pb2.RotateDataKeysRequest.SerializeToString,
+                response_deserializer=secrets_dot_v1_dot_operations__pb2.RotateDataKeysResponse.FromString,
+                _registered_method=True)
         self.ListAuditEvents = channel.unary_unary(
                 '/secrets.v1.Operations/ListAuditEvents',
                 request_serializer=secrets_dot_v1_dot_operations__pb2.ListAuditEventsRequest.SerializeToString,
@@ -71,6 +76,15 @@ class OperationsServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RotateDataKeys(self, request, context):
+        """Replaces one tenant's data key: a new generation (wrapped under the primary master key), every
+        current and kept value of the tenant re-sealed under it online, then the old generations
+        destroyed. For a data key that may have been exposed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListAuditEvents(self, request, context):
         """Audit events, newest first.
         """
@@ -90,6 +104,11 @@ def add_OperationsServicer_to_server(servicer, server):
                     servicer.RotateKeys,
                     request_deserializer=secrets_dot_v1_dot_operations__pb2.RotateKeysRequest.FromString,
                     response_serializer=secrets_dot_v1_dot_operations__pb2.RotateKeysResponse.SerializeToString,
+            ),
+            'RotateDataKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateDataKeys,
+                    request_deserializer=secrets_dot_v1_dot_operations__pb2.RotateDataKeysRequest.FromString,
+                    response_serializer=secrets_dot_v1_dot_operations__pb2.RotateDataKeysResponse.SerializeToString,
             ),
             'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
                     servicer.ListAuditEvents,
@@ -152,6 +171,33 @@ class Operations:
             '/secrets.v1.Operations/RotateKeys',
             secrets_dot_v1_dot_operations__pb2.RotateKeysRequest.SerializeToString,
             secrets_dot_v1_dot_operations__pb2.RotateKeysResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateDataKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/secrets.v1.Operations/RotateDataKeys',
+            secrets_dot_v1_dot_operations__pb2.RotateDataKeysRequest.SerializeToString,
+            secrets_dot_v1_dot_operations__pb2.RotateDataKeysResponse.FromString,
             options,
             channel_credentials,
             insecure,
