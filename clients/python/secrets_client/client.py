@@ -410,6 +410,14 @@ class OpsClient(_Client):
     async def rotate_keys(self, timeout: float = 300.0) -> operations.RotateKeysResponse:
         return await self._call(self._stub().RotateKeys, operations.RotateKeysRequest(), timeout=timeout)
 
+    async def rotate_data_keys(
+        self, *, workspace_id: str = "", user_id: str = "", timeout: float = 300.0
+    ) -> operations.RotateDataKeysResponse:
+        """Gives one tenant a new data key and destroys the old one: a workspace (its workspace
+        secrets) or a user (their personal secrets); name exactly one."""
+        request = operations.RotateDataKeysRequest(workspace_id=workspace_id, user_id=user_id)
+        return await self._call(self._stub().RotateDataKeys, request, timeout=timeout)
+
     async def audit_events(self, workspace_id: str = "", page_size: int = 100) -> AsyncIterator[operations.AuditEvent]:
         """Every audit event, newest first, fetching page by page."""
         token = ""
