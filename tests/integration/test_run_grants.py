@@ -83,8 +83,7 @@ async def replicas(
 
 
 def stopped(running: Running) -> StoppedGrants:
-    (follower,) = running.invalidations.followers
-    assert isinstance(follower, StoppedGrants)
+    (follower,) = [f for f in running.invalidations.followers if isinstance(f, StoppedGrants)]
     return follower
 
 
@@ -371,3 +370,25 @@ async def test_tampered_forged_and_malformed_grants_are_refused(apis: tuple[Api,
     for token in cases:
         err = await status_of(resolve(a, token, {"s": "{{SHARED}}"}))
         assert err.code() in (DENIED, grpc.StatusCode.UNAUTHENTICATED), (token[:40], err.code())
+
+
+async def test_the_python_client_issues_resolves_with_and_ends_a_grant(
+    apis: tuple[Api, Api], replicas: tuple[Running, Running]
+) -> None:
+    from secrets_client import ExecutorClient, OrchestratorClient, PermissionDenied
+
+    a, _ = apis
+    ws, user, _ = await seeded(a)
+    address = f"127.0.0.1:{replicas[0].port}"
+    async with (
+        OrchestratorClient(address, ORCHESTRATOR) as orchestrator,
+        ExecutorClient(address, GRANT_ONLY) as executor,
+    ):
+        grant = await orchestrator.issue_grant(ws, "wf", "exec-client", triggering_user_id=user, keys=["MINE"])
+        assert grant.token not in repr(grant) and grant.run_user_id == user
+        resolution = await executor.resolve("", {"b": {"m": "{{MINE}}"}}, grant=grant.token)
+        assert resolution.blocks["b"].inputs == {"m": "user-personal"}
+        assert await orchestrator.end_run(ws, "exec-client") == 1
+        with pytest.raises(PermissionDenied):
+            await executor.resolve("", {"b": {"m": "{{MINE}}"}}, grant=grant.token)
+        assert not await orchestrator.revoke_grant(ws, grant_id=grant.grant_id)

@@ -227,17 +227,33 @@ class ExecutorClient(_Client):
         workflow_id: str = "",
         execution_id: str = "",
         timeout: float | None = None,
+        grant: str = "",
     ) -> Resolution:
-        """Resolves `{{KEY}}` references in each block's inputs (block id -> JSON-like dict)."""
-        request = resolver.ResolveInputsRequest(
-            workspace_id=workspace_id,
-            workflow_id=workflow_id,
-            execution_id=execution_id or uuid.uuid4().hex,
-            trigger=TRIGGERS[trigger],
-            triggering_user_id=triggering_user_id,
-            workflow_owner_id=workflow_owner_id,
-            blocks=[common.BlockInputs(block_id=b, inputs=_struct(i)) for b, i in blocks.items()],
-        )
+        """Resolves `{{KEY}}` references in each block's inputs (block id -> JSON-like dict).
+
+        With a run `grant` (the token OrchestratorClient.issue_grant returned, required for an
+        executor marked requires_grant), the run comes from the grant: leave workspace_id ("")
+        and the run fields empty, or pass the grant's own values."""
+        if grant:
+            request = resolver.ResolveInputsRequest(
+                workspace_id=workspace_id,
+                workflow_id=workflow_id,
+                execution_id=execution_id,
+                trigger=TRIGGERS[trigger] if triggering_user_id or workflow_owner_id else common.TRIGGER_UNSPECIFIED,
+                triggering_user_id=triggering_user_id,
+                workflow_owner_id=workflow_owner_id,
+                grant=grant,
+            )
+        else:
+            request = resolver.ResolveInputsRequest(
+                workspace_id=workspace_id,
+                workflow_id=workflow_id,
+                execution_id=execution_id or uuid.uuid4().hex,
+                trigger=TRIGGERS[trigger],
+                triggering_user_id=triggering_user_id,
+                workflow_owner_id=workflow_owner_id,
+            )
+        request.blocks.extend(common.BlockInputs(block_id=b, inputs=_struct(i)) for b, i in blocks.items())
         stub = resolver_grpc.ResolverStub(self.channel)
         reply = await self._call(stub.ResolveInputs, request, timeout=timeout)
         return resolution_from_response(reply)
