@@ -138,18 +138,37 @@ function revision(field: string, value: unknown): bigint {
   throw bad(field, "must be a non-negative integer (number or bigint)");
 }
 
-/** Checks that `inputs` is a JSON object (strings, finite numbers, booleans, null, arrays, plain objects). */
+/**
+ * Checks that `inputs` is a JSON object (strings, finite numbers, booleans, null, arrays, plain
+ * objects) and holds no cycle (an object or array inside itself). One object in two places is
+ * fine: it is sent twice.
+ */
 function jsonObject(field: string, inputs: unknown): JsonObject {
   if (!isPlainObject(inputs)) throw bad(field, "must be a plain object of JSON values");
-  const stack: Array<[unknown, string]> = [[inputs, field]];
+  // Depth first; `done` marks where a container's children end, so `open` holds exactly the
+  // containers above the value at hand.
+  const open = new Set<object>();
+  const stack: Array<[unknown, string] | { done: object }> = [[inputs, field]];
   while (stack.length) {
-    const [value, path] = stack.pop() as [unknown, string];
+    const top = stack.pop() as [unknown, string] | { done: object };
+    if (!Array.isArray(top)) {
+      open.delete(top.done);
+      continue;
+    }
+    const [value, path] = top;
     if (typeof value === "string" || typeof value === "boolean" || value === null) continue;
     if (typeof value === "number") {
       if (!Number.isFinite(value)) throw bad(path, "must be a finite number");
-    } else if (Array.isArray(value)) {
+      continue;
+    }
+    if (typeof value === "object" && open.has(value)) throw bad(path, "is a cycle: an object or array inside itself");
+    if (Array.isArray(value)) {
+      open.add(value);
+      stack.push({ done: value });
       value.forEach((item, i) => stack.push([item, `${path}[${i}]`]));
     } else if (isPlainObject(value)) {
+      open.add(value);
+      stack.push({ done: value });
       for (const [name, item] of Object.entries(value)) stack.push([item, `${path}.${name}`]);
     } else {
       throw bad(path, `is ${typeof value === "object" ? "an object that is not plain JSON" : `a ${typeof value}`}, not a JSON value`);
@@ -231,6 +250,7 @@ abstract class BaseClient {
     const headers: Record<string, string> = { authorization: `Bearer ${this.#token}` };
     if (userId !== undefined) headers["x-user-id"] = userId;
     const timeoutMs = call?.timeoutMs ?? this.timeoutMs;
+    if (!(timeoutMs > 0)) throw bad("timeoutMs", "must be a positive number of milliseconds");
     const deadline = Date.now() + timeoutMs;
     const attempts = safe ? Math.max(1, this.#retry.maxAttempts) : 1;
     for (let attempt = 1; ; attempt++) {
@@ -563,7 +583,7 @@ export class OpsClient extends BaseClient {
   /** Re-wraps every data key under the primary master key (online). Default deadline 5 minutes; never retried. */
   async rotateKeys(call: CallOptions = {}): Promise<RotateKeysResponse> {
     const ops = this.service(Operations);
-    return this.call((o) => ops.rotateKeys({}, o), { safe: false, call: { timeoutMs: 300_000, ...call } });
+    return this.call((o) => ops.rotateKeys({}, o), { safe: false, call: { ...call, timeoutMs: call.timeoutMs ?? 300_000 } });
   }
 
   /** One page of the audit log, newest first. */

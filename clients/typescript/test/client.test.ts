@@ -11,10 +11,13 @@ import {
   ExecutorClient,
   InvalidArgument,
   NotFound,
+  type JsonObject,
+  type JsonValue,
   OpsClient,
   PermissionDenied,
   ResourceExhausted,
   RevisionConflict,
+  SecretsError,
   Unavailable,
 } from "../src/index.js";
 import { BadRequestSchema, ErrorInfoSchema } from "../src/gen/google/rpc/error_details_pb.js";
@@ -174,6 +177,18 @@ describe("metadata and retries", () => {
   });
 });
 
+function cyclic(): JsonObject {
+  const a: Record<string, unknown> = { x: "{{A}}" };
+  a["self"] = a;
+  return { a } as never;
+}
+
+function cyclicList(): JsonValue[] {
+  const list: unknown[] = ["{{A}}"];
+  list.push(list);
+  return list as never;
+}
+
 describe("bad input fails fast, before any call", () => {
   const { transport, seen } = failing(() => new ConnectError("should not be called", Code.Internal));
   const executor = new ExecutorClient("", "t", { transport });
@@ -195,6 +210,10 @@ describe("bad input fails fast, before any call", () => {
     ["non-string value", () => editor.save("u", "ws", { expectedRevision: 0, set: { A: 1 as never } }), "set.A"],
     ["import without text", () => editor.importDotenv("u", "ws", undefined as never), "content"],
     ["unknown scope", () => editor.importDotenv("u", "ws", "A=1", { scope: "team" as never }), "scope"],
+    ["a cycle in inputs", () => executor.resolve("ws", { b: cyclic() }, { triggeringUserId: "u" }), 'blocks["b"].a.self'],
+    ["a cycle through a list", () => executor.resolve("ws", { b: { l: cyclicList() } }, { triggeringUserId: "u" }), 'blocks["b"].l[1]'],
+    ["a NaN deadline", () => executor.resolve("ws", { b: {} }, { triggeringUserId: "u", timeoutMs: Number.NaN }), "timeoutMs"],
+    ["a negative deadline", () => editor.listSecrets("u", "ws", { timeoutMs: -5 }), "timeoutMs"],
   ];
   for (const [name, call, field] of cases) {
     it(name, async () => {
@@ -212,3 +231,32 @@ describe("bad input fails fast, before any call", () => {
   });
 });
 
+describe("input that is not a cycle", () => {
+  it("sends one object shared by two fields (a DAG, not a cycle)", async () => {
+    const { transport, seen } = failing(() => new ConnectError("called", Code.Internal));
+    const executor = new ExecutorClient("", "t", { transport });
+    const shared = { token: "{{A}}" };
+    await assert.rejects(
+      executor.resolve("ws", { b: { one: shared, two: [shared, shared] } }, { triggeringUserId: "u" }),
+      (err: unknown) => err instanceof SecretsError && err.code === "INTERNAL",
+    );
+    assert.equal(seen.length, 1);
+  });
+});
+
+describe("deadlines", () => {
+  it("rotateKeys keeps its 5-minute default when the call options leave timeoutMs undefined", async () => {
+    const deadlines: Array<number | undefined> = [];
+    const transport = createRouterTransport((router) =>
+      router.service(Operations, {
+        rotateKeys(_req, ctx) {
+          deadlines.push(ctx.timeoutMs());
+          return {};
+        },
+      }),
+    );
+    const ops = new OpsClient("", "t", { transport });
+    await ops.rotateKeys({ timeoutMs: undefined });
+    assert.ok((deadlines[0] ?? 0) > 60_000, String(deadlines[0]));
+  });
+});

@@ -134,6 +134,29 @@ describe("logger hooks", () => {
     assert.ok(out.includes("Error: bad token"));
   });
 
+  it("redactConsole masks values in objects, whose strings util.inspect escapes", () => {
+    // util.inspect prints a\\b for a backslash and \\x1B for ESC: neither the raw value nor its
+    // JSON escape, so masking only the formatted line let these through.
+    const values = ["C:\\Users\\svc\\pass-1", "esc\u001bseq-2", "quote'and\"both\\3"];
+    const multi = new Redactor(values);
+    const lines: string[] = [];
+    const push = (...args: unknown[]): void => void lines.push(args.map(String).join(" "));
+    const fake: Pick<Console, "log" | "info" | "warn" | "error" | "debug" | "trace"> = {
+      log: push, info: push, warn: push, error: push, debug: push, trace: push,
+    };
+    const restore = redactConsole(multi, fake);
+    const inputs: Record<string, unknown> = { headers: { a: values[0] }, list: [values[1], { deep: values[2] }] };
+    inputs["self"] = inputs;
+    fake.log("inputs:", inputs);
+    fake.info("%o", { values });
+    fake.warn(new Map([["k", values[0]]]), new Set([values[1]]));
+    restore();
+    const out = lines.join("\n");
+    for (const text of ["Users", "svc", "seq-2", "both", "x1B"]) assert.ok(!out.includes(text), out);
+    assert.ok(out.includes("[Circular *1]"), out);
+    assert.equal(inputs["headers"] && (inputs["headers"] as Record<string, string>)["a"], values[0]);
+  });
+
   it("pino's streamWrite hook masks every line", () => {
     let written = "";
     const sink = new Writable({ write(chunk, _enc, done) { written += String(chunk); done(); } });
