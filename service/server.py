@@ -32,6 +32,7 @@ from service.app.editor import EditorService
 from service.app.grants import GrantCodec, GrantService, StoppedGrants
 from service.app.keys import DataKeys, keyring_source, verify_keyring
 from service.app.operations import OperationsService
+from service.app.pins import RunPins
 from service.app.reseal import reseal_legacy_values
 from service.app.resolver import ResolvePlan, ResolverService
 from service.auth import AuthInterceptor, Principals, principals_source
@@ -325,13 +326,15 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     stopped_grants = StoppedGrants(db)  # revoked and ended run grants, kept by the same listener
     invalidations.followers.append(stopped_grants)
     invalidations.followers.append(keys)  # data-key rotation on another replica drops the tenant's keys
+    pins = RunPins()  # one snapshot per run: this replica's map of run pins (app/pins.py)
+    invalidations.followers.append(pins)
     if settings.resolve_cache_entries > 0:
         invalidations.start()
     changes = Changes(db, cache)
     budget = RequestBudget(settings.max_request_bytes_in_flight)
     add_servicer(server, SecretStoreServicer(EditorService(db, keys, changes)), SECRET_STORE, budget)
-    grants = GrantService(db, GrantCodec(keyring), stopped_grants)
-    add_servicer(server, ResolverServicer(ResolverService(db, keys, audit, cache), grants), RESOLVER, budget)
+    grants = GrantService(db, GrantCodec(keyring), stopped_grants, pins)
+    add_servicer(server, ResolverServicer(ResolverService(db, keys, audit, cache, pins), grants), RESOLVER, budget)
     add_servicer(server, DirectoryServicer(DirectoryService(db, changes)), DIRECTORY, budget)
     add_servicer(server, OperationsServicer(OperationsService(db, keys, audit)), OPERATIONS, budget)
     health_servicer = health_aio.HealthServicer()

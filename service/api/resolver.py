@@ -83,7 +83,11 @@ class ResolverServicer(pb_grpc.ResolverServicer):
             outside = sorted(set(keys) - grant.keys)
             shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
             raise PermissionDenied(f"the run grant {grant.id} does not allow key(s) {shown}")
-        outcomes = await self._resolver.resolve_keys(workspace_id, run_user, keys) if keys else {}
+        outcomes = (
+            await self._resolver.resolve_keys(workspace_id, run_user, keys, execution_id, request.latest_values)
+            if keys
+            else {}
+        )
         # Each value revealed once per call, however many places use it.
         texts = {key: o.value.reveal() for key, o in outcomes.items() if o.value is not None}
         # A block fails at its first reference that does not resolve; when every key resolved,

@@ -44,12 +44,14 @@ from typing import Any, Final
 
 from service.app.cache import notify
 from service.app.context import Caller
+from service.app.pins import RunPins, pins_tag
 from service.crypto.keyring import Keyring, UnknownMasterKey
 from service.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from service.domain.keys import key_problem, require_id
 from service.domain.model import Trigger
 from service.domain.resolution import run_user_for
 from service.store import grants as store
+from service.store import pins as pin_store
 from service.store import repository as repo
 from service.store.db import Database
 from service.watched import WatchedFile
@@ -317,10 +319,11 @@ def _grant_keys(keys: Sequence[str]) -> frozenset[str] | None:
 class GrantService:
     """The orchestrator's use cases (issue, revoke, end a run) and the resolver's grant check."""
 
-    def __init__(self, db: Database, codec: GrantCodec, stopped: StoppedGrants) -> None:
+    def __init__(self, db: Database, codec: GrantCodec, stopped: StoppedGrants, pins: RunPins | None = None) -> None:
         self._db = db
         self.codec = codec
         self.stopped = stopped
+        self.pins = pins
 
     async def issue(
         self,
@@ -425,6 +428,9 @@ class GrantService:
             stopped = [(grant_id, expires_at.timestamp()) for grant_id, expires_at in ended]
             if stopped:
                 await self._notify(conn, stopped)
+            # The run's pins (app/pins.py) end with it, on every replica.
+            unpinned = await pin_store.end_execution(conn, workspace_id, execution_id)
+            await notify(conn, [pins_tag(workspace_id, execution_id)])
             await repo.insert_audit(
                 conn,
                 repo.AuditRecord(
@@ -433,9 +439,12 @@ class GrantService:
                     outcome="ok",
                     workspace_id=workspace_id,
                     execution_id=execution_id,
-                    detail=f"{len(ended)} grant(s) ended" + "".join(f"; grant {g}" for g, _ in ended[:20]),
+                    detail=f"{len(ended)} grant(s) ended; {unpinned} pin(s) removed"
+                    + "".join(f"; grant {g}" for g, _ in ended[:20]),
                 ),
             )
+        if self.pins is not None:
+            self.pins.drop_run(workspace_id, execution_id)
         for grant_id, expires_at in stopped:
             self.stopped.add(grant_id, expires_at)
         return len(stopped)

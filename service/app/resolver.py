@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import logging
+import random
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from service.app.audit import AuditBuffer
 from service.app.cache import ResolveCache
 from service.app.context import Caller
 from service.app.keys import DataKeys, data_loss
+from service.app.pins import PIN_TTL_SECONDS, Pin, RunPins
 from service.crypto.aead import IntegrityError
 from service.crypto.envelope import Prepared, prepare
-from service.domain.model import Scope, Tenant
-from service.domain.resolution import Decision, decide_all
+from service.domain.batch import VERSIONS_KEPT
+from service.domain.model import BlockErrorCode, Scope, Tenant
+from service.domain.policy import can_use_workspace_secret
+from service.domain.resolution import Candidate, Decision, decide_all
 from service.domain.values import SecretValue
+from service.store import pins as pin_store
 from service.store import repository as repo
 from service.store.db import Database
 
@@ -38,6 +44,11 @@ class Planned:
     tenant: Tenant | None = None
     prepared: Prepared | None = None
     size: int = 0
+    # The chosen secret's id (0 when none was chosen).
+    secret_id: int = 0
+    # Every secret found for the key, by scope: (its id, the candidate, whether the run user may
+    # use it). What a resolve that pinned another version than the chosen one checks it against.
+    found: tuple[tuple[int, Candidate, bool], ...] = ()
 
 
 # What a resolve of one (workspace, run user, keys) needs, decided once per database read and
@@ -50,6 +61,13 @@ def plan_resolve(
 ) -> ResolvePlan:
     decisions = decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows])
     sealed = {(row.candidate.scope, row.candidate.key): (row.sealed, row.secret_id) for row in snapshot.rows}
+    found: dict[str, list[tuple[int, Candidate, bool]]] = {}
+    for row in snapshot.rows:
+        c = row.candidate
+        usable = snapshot.permission is not None and (
+            c.scope is Scope.PERSONAL or can_use_workspace_secret(snapshot.permission, c.restricted, c.run_user_role)
+        )
+        found.setdefault(c.key, []).append((row.secret_id, c, usable))
     tenants = {
         Scope.WORKSPACE: Tenant.for_scope(Scope.WORKSPACE, workspace_id),
         Scope.PERSONAL: Tenant.for_scope(Scope.PERSONAL, run_user_id),
@@ -65,16 +83,28 @@ def plan_resolve(
             prepared: Prepared | None = prepare(tenant, d.chosen.scope, key, d.chosen.version, secret_id, stored)
         except IntegrityError:
             prepared = None
-        plan[key] = Planned(d, tenant, prepared, len(stored))
+        plan[key] = Planned(d, tenant, prepared, len(stored), secret_id, tuple(found.get(key, ())))
     return plan
 
 
+def _failed(key: str, code: BlockErrorCode, reason: str) -> KeyOutcome:
+    return KeyOutcome(Decision(key, None, code, reason), None)
+
+
 class ResolverService:
-    def __init__(self, db: Database, keys: DataKeys, audit: AuditBuffer, cache: ResolveCache[ResolvePlan]) -> None:
+    def __init__(
+        self,
+        db: Database,
+        keys: DataKeys,
+        audit: AuditBuffer,
+        cache: ResolveCache[ResolvePlan],
+        pins: RunPins | None = None,
+    ) -> None:
         self._db = db
         self._keys = keys
         self._audit = audit
         self._cache = cache
+        self._pins = pins if pins is not None else RunPins()
 
     async def _plan(self, workspace_id: str, run_user_id: str, keys: Sequence[str]) -> ResolvePlan:
         """Everything the resolve needs, from one round trip, or from the cache."""
@@ -93,10 +123,23 @@ class ResolverService:
                 )
         return plan
 
-    async def resolve_keys(self, workspace_id: str, run_user_id: str, keys: Sequence[str]) -> dict[str, KeyOutcome]:
+    async def resolve_keys(
+        self,
+        workspace_id: str,
+        run_user_id: str,
+        keys: Sequence[str],
+        execution_id: str = "",
+        latest_values: bool = False,
+    ) -> dict[str, KeyOutcome]:
+        """What each key resolves to for the run: with an execution id (and not `latest_values`),
+        the versions the execution pinned (service/app/pins.py), else the newest."""
         plan = await self._plan(workspace_id, run_user_id, keys)
         outcomes: dict[str, KeyOutcome] = {}
+        if execution_id and not latest_values:
+            outcomes = await self._pinned(plan, workspace_id, execution_id, run_user_id)
         for key, planned in plan.items():
+            if key in outcomes:
+                continue
             value = None
             chosen = planned.decision.chosen
             if chosen is not None and planned.tenant is not None:
@@ -105,6 +148,91 @@ class ResolverService:
                 value = await self._keys.open_prepared(planned.tenant, key, chosen.version, planned.prepared)
             outcomes[key] = KeyOutcome(planned.decision, value)
         log.debug("resolved %s", outcomes)  # KeyOutcome holds SecretValues: they print as ***
+        return outcomes
+
+    async def _pinned(
+        self, plan: ResolvePlan, workspace_id: str, execution_id: str, run_user_id: str
+    ) -> dict[str, KeyOutcome]:
+        """Pins the plan's choices the execution has not pinned yet, and returns the outcome of
+        every key whose pin is not the plan's choice (the others resolve from the plan). A key
+        whose newest decision fails fails whatever was pinned: the pinned secret is then gone or
+        no longer usable too."""
+        local = self._pins.get(workspace_id, execution_id, run_user_id)
+        now = time.time()
+        proposed: list[tuple[str, int, int, int]] = []
+        differing: dict[str, Pin] = {}
+        for key, planned in plan.items():
+            chosen = planned.decision.chosen
+            if chosen is None:
+                continue
+            pin = local.get(key) if local is not None else None
+            if pin is None or pin.expires_at <= now:
+                proposed.append((key, int(chosen.scope), planned.secret_id, chosen.version))
+            elif pin.version != chosen.version or pin.secret_id != planned.secret_id or pin.scope != chosen.scope:
+                differing[key] = pin
+        if proposed:
+            epoch = self._pins.epoch
+            async with self._db.connection() as conn:
+                rows = await pin_store.pin(conn, workspace_id, execution_id, run_user_id, proposed)
+                if random.random() < 0.01:  # now and then, delete pins that no longer hold
+                    await pin_store.prune_expired(conn)
+            held = [
+                (r.key, Pin(r.scope, r.secret_id, r.version, r.pinned_at.timestamp() + PIN_TTL_SECONDS)) for r in rows
+            ]
+            self._pins.put(workspace_id, execution_id, run_user_id, held, epoch)
+            for key, pin in held:
+                planned = plan[key]
+                chosen = planned.decision.chosen
+                assert chosen is not None
+                if (
+                    pin.version != chosen.version
+                    or pin.secret_id != planned.secret_id
+                    or pin.scope != int(chosen.scope)
+                ):
+                    differing[key] = pin
+        if not differing:
+            return {}
+        outcomes: dict[str, KeyOutcome] = {}
+        wanted: dict[str, tuple[Pin, Candidate]] = {}
+        for key, pin in differing.items():
+            match = next((f for f in plan[key].found if f[0] == pin.secret_id and int(f[1].scope) == pin.scope), None)
+            if match is None:
+                outcomes[key] = _failed(
+                    key,
+                    BlockErrorCode.SECRET_NOT_FOUND,
+                    f"the secret execution {execution_id!r} pinned (version {pin.version}) was deleted since",
+                )
+            elif not match[2]:
+                outcomes[key] = _failed(
+                    key,
+                    BlockErrorCode.SECRET_NOT_PERMITTED,
+                    f"the run user may no longer use the secret execution {execution_id!r} pinned",
+                )
+            else:
+                wanted[key] = (pin, match[1])
+        if wanted:
+            async with self._db.connection() as conn:
+                kept = await pin_store.kept_versions(conn, [(p.secret_id, p.version) for p, _ in wanted.values()])
+            for key, (pin, candidate) in wanted.items():
+                stored = kept.get((pin.secret_id, pin.version))
+                if stored is None:
+                    outcomes[key] = _failed(
+                        key,
+                        BlockErrorCode.SECRET_NOT_FOUND,
+                        f"version {pin.version}, which execution {execution_id!r} pinned, is no longer kept"
+                        f" (only the last {VERSIONS_KEPT} versions are); run it again to use the current one",
+                    )
+                    continue
+                scope = Scope(pin.scope)
+                tenant = Tenant.for_scope(scope, workspace_id if scope is Scope.WORKSPACE else run_user_id)
+                try:
+                    prepared = prepare(tenant, scope, key, pin.version, pin.secret_id, stored)
+                except IntegrityError:
+                    raise data_loss(key, pin.version) from None
+                # Opened now and not kept: no sealed bytes of a pinned version outlive this call
+                # (so none survives a data-key rotation's invalidation).
+                value = await self._keys.open_prepared(tenant, key, pin.version, prepared)
+                outcomes[key] = KeyOutcome(Decision(key, replace(candidate, version=pin.version), None), value)
         return outcomes
 
     def record(

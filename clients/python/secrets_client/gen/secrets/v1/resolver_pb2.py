@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from secrets_client.gen.secrets.v1 import common_pb2 as secrets_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19secrets/v1/resolver.proto\x12\nsecrets.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17secrets/v1/common.proto\"\xec\x01\n\x14ResolveInputsRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12$\n\x07trigger\x18\x04 \x01(\x0e\x32\x13.secrets.v1.Trigger\x12\x1a\n\x12triggering_user_id\x18\x05 \x01(\t\x12\x19\n\x11workflow_owner_id\x18\x06 \x01(\t\x12\'\n\x06\x62locks\x18\x07 \x03(\x0b\x32\x17.secrets.v1.BlockInputs\x12\r\n\x05grant\x18\x08 \x01(\t\"\x83\x01\n\x11ResolvedReference\x12\x12\n\nfield_path\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12 \n\x05scope\x18\x03 \x01(\x0e\x32\x11.secrets.v1.Scope\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\r\n\x05start\x18\x05 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x06 \x01(\x05\"\xa2\x01\n\x0b\x42lockResult\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\nreferences\x18\x03 \x03(\x0b\x32\x1d.secrets.v1.ResolvedReference\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.secrets.v1.BlockError\"U\n\x15ResolveInputsResponse\x12\'\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x17.secrets.v1.BlockResult\x12\x13\n\x0brun_user_id\x18\x02 \x01(\t\"\xd7\x01\n\x14IssueRunGrantRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12$\n\x07trigger\x18\x04 \x01(\x0e\x32\x13.secrets.v1.Trigger\x12\x1a\n\x12triggering_user_id\x18\x05 \x01(\t\x12\x19\n\x11workflow_owner_id\x18\x06 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x07 \x01(\x05\x12\x0c\n\x04keys\x18\x08 \x03(\t\"}\n\x15IssueRunGrantResponse\x12\r\n\x05grant\x18\x01 \x01(\t\x12\x10\n\x08grant_id\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0brun_user_id\x18\x04 \x01(\t\"N\n\x15RevokeRunGrantRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\r\n\x05grant\x18\x02 \x01(\t\x12\x10\n\x08grant_id\x18\x03 \x01(\t\")\n\x16RevokeRunGrantResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08\";\n\rEndRunRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\"&\n\x0e\x45ndRunResponse\x12\x14\n\x0cgrants_ended\x18\x01 \x01(\x05\x32\xd0\x02\n\x08Resolver\x12T\n\rResolveInputs\x12 .secrets.v1.ResolveInputsRequest\x1a!.secrets.v1.ResolveInputsResponse\x12T\n\rIssueRunGrant\x12 .secrets.v1.IssueRunGrantRequest\x1a!.secrets.v1.IssueRunGrantResponse\x12W\n\x0eRevokeRunGrant\x12!.secrets.v1.RevokeRunGrantRequest\x1a\".secrets.v1.RevokeRunGrantResponse\x12?\n\x06\x45ndRun\x12\x19.secrets.v1.EndRunRequest\x1a\x1a.secrets.v1.EndRunResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19secrets/v1/resolver.proto\x12\nsecrets.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17secrets/v1/common.proto\"\x83\x02\n\x14ResolveInputsRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12$\n\x07trigger\x18\x04 \x01(\x0e\x32\x13.secrets.v1.Trigger\x12\x1a\n\x12triggering_user_id\x18\x05 \x01(\t\x12\x19\n\x11workflow_owner_id\x18\x06 \x01(\t\x12\'\n\x06\x62locks\x18\x07 \x03(\x0b\x32\x17.secrets.v1.BlockInputs\x12\r\n\x05grant\x18\x08 \x01(\t\x12\x15\n\rlatest_values\x18\t \x01(\x08\"\x83\x01\n\x11ResolvedReference\x12\x12\n\nfield_path\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12 \n\x05scope\x18\x03 \x01(\x0e\x32\x11.secrets.v1.Scope\x12\x0f\n\x07version\x18\x04 \x01(\x03\x12\r\n\x05start\x18\x05 \x01(\x05\x12\x0b\n\x03\x65nd\x18\x06 \x01(\x05\"\xa2\x01\n\x0b\x42lockResult\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x31\n\nreferences\x18\x03 \x03(\x0b\x32\x1d.secrets.v1.ResolvedReference\x12%\n\x05\x65rror\x18\x04 \x01(\x0b\x32\x16.secrets.v1.BlockError\"U\n\x15ResolveInputsResponse\x12\'\n\x06\x62locks\x18\x01 \x03(\x0b\x32\x17.secrets.v1.BlockResult\x12\x13\n\x0brun_user_id\x18\x02 \x01(\t\"\xd7\x01\n\x14IssueRunGrantRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x13\n\x0bworkflow_id\x18\x02 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x03 \x01(\t\x12$\n\x07trigger\x18\x04 \x01(\x0e\x32\x13.secrets.v1.Trigger\x12\x1a\n\x12triggering_user_id\x18\x05 \x01(\t\x12\x19\n\x11workflow_owner_id\x18\x06 \x01(\t\x12\x13\n\x0bttl_seconds\x18\x07 \x01(\x05\x12\x0c\n\x04keys\x18\x08 \x03(\t\"}\n\x15IssueRunGrantResponse\x12\r\n\x05grant\x18\x01 \x01(\t\x12\x10\n\x08grant_id\x18\x02 \x01(\t\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0brun_user_id\x18\x04 \x01(\t\"N\n\x15RevokeRunGrantRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\r\n\x05grant\x18\x02 \x01(\t\x12\x10\n\x08grant_id\x18\x03 \x01(\t\")\n\x16RevokeRunGrantResponse\x12\x0f\n\x07revoked\x18\x01 \x01(\x08\";\n\rEndRunRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x14\n\x0c\x65xecution_id\x18\x02 \x01(\t\"&\n\x0e\x45ndRunResponse\x12\x14\n\x0cgrants_ended\x18\x01 \x01(\x05\x32\xd0\x02\n\x08Resolver\x12T\n\rResolveInputs\x12 .secrets.v1.ResolveInputsRequest\x1a!.secrets.v1.ResolveInputsResponse\x12T\n\rIssueRunGrant\x12 .secrets.v1.IssueRunGrantRequest\x1a!.secrets.v1.IssueRunGrantResponse\x12W\n\x0eRevokeRunGrant\x12!.secrets.v1.RevokeRunGrantRequest\x1a\".secrets.v1.RevokeRunGrantResponse\x12?\n\x06\x45ndRun\x12\x19.secrets.v1.EndRunRequest\x1a\x1a.secrets.v1.EndRunResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,25 +36,25 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'secrets.v1.resolver_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RESOLVEINPUTSREQUEST']._serialized_start=130
-  _globals['_RESOLVEINPUTSREQUEST']._serialized_end=366
-  _globals['_RESOLVEDREFERENCE']._serialized_start=369
-  _globals['_RESOLVEDREFERENCE']._serialized_end=500
-  _globals['_BLOCKRESULT']._serialized_start=503
-  _globals['_BLOCKRESULT']._serialized_end=665
-  _globals['_RESOLVEINPUTSRESPONSE']._serialized_start=667
-  _globals['_RESOLVEINPUTSRESPONSE']._serialized_end=752
-  _globals['_ISSUERUNGRANTREQUEST']._serialized_start=755
-  _globals['_ISSUERUNGRANTREQUEST']._serialized_end=970
-  _globals['_ISSUERUNGRANTRESPONSE']._serialized_start=972
-  _globals['_ISSUERUNGRANTRESPONSE']._serialized_end=1097
-  _globals['_REVOKERUNGRANTREQUEST']._serialized_start=1099
-  _globals['_REVOKERUNGRANTREQUEST']._serialized_end=1177
-  _globals['_REVOKERUNGRANTRESPONSE']._serialized_start=1179
-  _globals['_REVOKERUNGRANTRESPONSE']._serialized_end=1220
-  _globals['_ENDRUNREQUEST']._serialized_start=1222
-  _globals['_ENDRUNREQUEST']._serialized_end=1281
-  _globals['_ENDRUNRESPONSE']._serialized_start=1283
-  _globals['_ENDRUNRESPONSE']._serialized_end=1321
-  _globals['_RESOLVER']._serialized_start=1324
-  _globals['_RESOLVER']._serialized_end=1660
+  _globals['_RESOLVEINPUTSREQUEST']._serialized_end=389
+  _globals['_RESOLVEDREFERENCE']._serialized_start=392
+  _globals['_RESOLVEDREFERENCE']._serialized_end=523
+  _globals['_BLOCKRESULT']._serialized_start=526
+  _globals['_BLOCKRESULT']._serialized_end=688
+  _globals['_RESOLVEINPUTSRESPONSE']._serialized_start=690
+  _globals['_RESOLVEINPUTSRESPONSE']._serialized_end=775
+  _globals['_ISSUERUNGRANTREQUEST']._serialized_start=778
+  _globals['_ISSUERUNGRANTREQUEST']._serialized_end=993
+  _globals['_ISSUERUNGRANTRESPONSE']._serialized_start=995
+  _globals['_ISSUERUNGRANTRESPONSE']._serialized_end=1120
+  _globals['_REVOKERUNGRANTREQUEST']._serialized_start=1122
+  _globals['_REVOKERUNGRANTREQUEST']._serialized_end=1200
+  _globals['_REVOKERUNGRANTRESPONSE']._serialized_start=1202
+  _globals['_REVOKERUNGRANTRESPONSE']._serialized_end=1243
+  _globals['_ENDRUNREQUEST']._serialized_start=1245
+  _globals['_ENDRUNREQUEST']._serialized_end=1304
+  _globals['_ENDRUNRESPONSE']._serialized_start=1306
+  _globals['_ENDRUNRESPONSE']._serialized_end=1344
+  _globals['_RESOLVER']._serialized_start=1347
+  _globals['_RESOLVER']._serialized_end=1683
 # @@protoc_insertion_point(module_scope)

@@ -34,6 +34,7 @@ class ResolveInputsRequest(_message.Message):
     WORKFLOW_OWNER_ID_FIELD_NUMBER: _builtins.int
     BLOCKS_FIELD_NUMBER: _builtins.int
     GRANT_FIELD_NUMBER: _builtins.int
+    LATEST_VALUES_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     workflow_id: _builtins.str
     execution_id: _builtins.str
@@ -49,6 +50,12 @@ class ResolveInputsRequest(_message.Message):
     grant's, or the call is PERMISSION_DENIED. A reference to a key outside the grant's keys
     (when it names keys) makes the call PERMISSION_DENIED.
     """
+    latest_values: _builtins.bool
+    """One snapshot per run: by default every resolve of one execution (execution_id, or the
+    grant's) uses the version of each key that the execution's first resolve of it used, even
+    if the secret changed since (a deleted secret still fails its block; a pinned version no
+    longer kept fails it too). Set to resolve the newest values instead and pin nothing.
+    """
     @_builtins.property
     def blocks(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.BlockInputs]: ...
     def __init__(
@@ -62,10 +69,11 @@ class ResolveInputsRequest(_message.Message):
         workflow_owner_id: _builtins.str = ...,
         blocks: _abc.Iterable[_common_pb2.BlockInputs] | None = ...,
         grant: _builtins.str = ...,
+        latest_values: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "execution_id", b"execution_id", "grant", b"grant", "trigger", b"trigger", "triggering_user_id", b"triggering_user_id", "workflow_id", b"workflow_id", "workflow_owner_id", b"workflow_owner_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["blocks", b"blocks", "execution_id", b"execution_id", "grant", b"grant", "latest_values", b"latest_values", "trigger", b"trigger", "triggering_user_id", b"triggering_user_id", "workflow_id", b"workflow_id", "workflow_owner_id", b"workflow_owner_id", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file secrets/v1/operations.proto.
  */
 export const file_secrets_v1_operations: GenFile = /*@__PURE__*/
-  fileDesc("ChtzZWNyZXRzL3YxL29wZXJhdGlvbnMucHJvdG8SCnNlY3JldHMudjEiFQoTR2V0S2V5U3RhdHVzUmVxdWVzdCJhCg9NYXN0ZXJLZXlTdGF0dXMSDgoGa2V5X2lkGAEgASgJEg8KB3ByaW1hcnkYAiABKAgSGQoRd3JhcHBlZF9kYXRhX2tleXMYAyABKAMSEgoKaW5fa2V5cmluZxgEIAEoCCJZChRHZXRLZXlTdGF0dXNSZXNwb25zZRIWCg5wcmltYXJ5X2tleV9pZBgBIAEoCRIpCgRrZXlzGAIgAygLMhsuc2VjcmV0cy52MS5NYXN0ZXJLZXlTdGF0dXMiEwoRUm90YXRlS2V5c1JlcXVlc3QiWAoSUm90YXRlS2V5c1Jlc3BvbnNlEhYKDnByaW1hcnlfa2V5X2lkGAEgASgJEhEKCXJld3JhcHBlZBgCIAEoAxIXCg9hbHJlYWR5X2N1cnJlbnQYAyABKAMiVQoWTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiSgoIQXVkaXRLZXkSCwoDa2V5GAEgASgJEiAKBXNjb3BlGAIgASgOMhEuc2VjcmV0cy52MS5TY29wZRIPCgd2ZXJzaW9uGAMgASgDIucBCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXByaW5jaXBhbBgDIAEoCRIPCgd1c2VyX2lkGAQgASgJEhQKDHdvcmtzcGFjZV9pZBgFIAEoCRIOCgZhY3Rpb24YBiABKAkSIgoEa2V5cxgHIAMoCzIULnNlY3JldHMudjEuQXVkaXRLZXkSFAoMZXhlY3V0aW9uX2lkGAggASgJEg8KB291dGNvbWUYCSABKAkSDgoGZGV0YWlsGAogASgJIloKF0xpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnNlY3JldHMudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkyiAIKCk9wZXJhdGlvbnMSUQoMR2V0S2V5U3RhdHVzEh8uc2VjcmV0cy52MS5HZXRLZXlTdGF0dXNSZXF1ZXN0GiAuc2VjcmV0cy52MS5HZXRLZXlTdGF0dXNSZXNwb25zZRJLCgpSb3RhdGVLZXlzEh0uc2VjcmV0cy52MS5Sb3RhdGVLZXlzUmVxdWVzdBoeLnNlY3JldHMudjEuUm90YXRlS2V5c1Jlc3BvbnNlEloKD0xpc3RBdWRpdEV2ZW50cxIiLnNlY3JldHMudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBojLnNlY3JldHMudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_secrets_v1_common]);
+  fileDesc("ChtzZWNyZXRzL3YxL29wZXJhdGlvbnMucHJvdG8SCnNlY3JldHMudjEiFQoTR2V0S2V5U3RhdHVzUmVxdWVzdCJhCg9NYXN0ZXJLZXlTdGF0dXMSDgoGa2V5X2lkGAEgASgJEg8KB3ByaW1hcnkYAiABKAgSGQoRd3JhcHBlZF9kYXRhX2tleXMYAyABKAMSEgoKaW5fa2V5cmluZxgEIAEoCCJZChRHZXRLZXlTdGF0dXNSZXNwb25zZRIWCg5wcmltYXJ5X2tleV9pZBgBIAEoCRIpCgRrZXlzGAIgAygLMhsuc2VjcmV0cy52MS5NYXN0ZXJLZXlTdGF0dXMiEwoRUm90YXRlS2V5c1JlcXVlc3QiWAoSUm90YXRlS2V5c1Jlc3BvbnNlEhYKDnByaW1hcnlfa2V5X2lkGAEgASgJEhEKCXJld3JhcHBlZBgCIAEoAxIXCg9hbHJlYWR5X2N1cnJlbnQYAyABKAMiPgoVUm90YXRlRGF0YUtleXNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIoEBChZSb3RhdGVEYXRhS2V5c1Jlc3BvbnNlEhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhYKDm9sZF9nZW5lcmF0aW9uGAMgASgFEhYKDm5ld19nZW5lcmF0aW9uGAQgASgFEhAKCHJlc2VhbGVkGAUgASgDIlUKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIkoKCEF1ZGl0S2V5EgsKA2tleRgBIAEoCRIgCgVzY29wZRgCIAEoDjIRLnNlY3JldHMudjEuU2NvcGUSDwoHdmVyc2lvbhgDIAEoAyLnAQoKQXVkaXRFdmVudBIKCgJpZBgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwcmluY2lwYWwYAyABKAkSDwoHdXNlcl9pZBgEIAEoCRIUCgx3b3Jrc3BhY2VfaWQYBSABKAkSDgoGYWN0aW9uGAYgASgJEiIKBGtleXMYByADKAsyFC5zZWNyZXRzLnYxLkF1ZGl0S2V5EhQKDGV4ZWN1dGlvbl9pZBgIIAEoCRIPCgdvdXRjb21lGAkgASgJEg4KBmRldGFpbBgKIAEoCSJaChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5zZWNyZXRzLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMuECCgpPcGVyYXRpb25zElEKDEdldEtleVN0YXR1cxIfLnNlY3JldHMudjEuR2V0S2V5U3RhdHVzUmVxdWVzdBogLnNlY3JldHMudjEuR2V0S2V5U3RhdHVzUmVzcG9uc2USSwoKUm90YXRlS2V5cxIdLnNlY3JldHMudjEuUm90YXRlS2V5c1JlcXVlc3QaHi5zZWNyZXRzLnYxLlJvdGF0ZUtleXNSZXNwb25zZRJXCg5Sb3RhdGVEYXRhS2V5cxIhLnNlY3JldHMudjEuUm90YXRlRGF0YUtleXNSZXF1ZXN0GiIuc2VjcmV0cy52MS5Sb3RhdGVEYXRhS2V5c1Jlc3BvbnNlEloKD0xpc3RBdWRpdEV2ZW50cxIiLnNlY3JldHMudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBojLnNlY3JldHMudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_secrets_v1_common]);
 
 /**
  * @generated from message secrets.v1.GetKeyStatusRequest
@@ -126,6 +126,79 @@ export const RotateKeysResponseSchema: GenMessage<RotateKeysResponse> = /*@__PUR
   messageDesc(file_secrets_v1_operations, 4);
 
 /**
+ * Exactly one of the two.
+ *
+ * @generated from message secrets.v1.RotateDataKeysRequest
+ */
+export type RotateDataKeysRequest = Message<"secrets.v1.RotateDataKeysRequest"> & {
+  /**
+   * The workspace whose workspace secrets get a new data key.
+   *
+   * @generated from field: string workspace_id = 1;
+   */
+  workspaceId: string;
+
+  /**
+   * The user whose personal secrets get a new data key.
+   *
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+};
+
+/**
+ * Describes the message secrets.v1.RotateDataKeysRequest.
+ * Use `create(RotateDataKeysRequestSchema)` to create a new message.
+ */
+export const RotateDataKeysRequestSchema: GenMessage<RotateDataKeysRequest> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_operations, 5);
+
+/**
+ * @generated from message secrets.v1.RotateDataKeysResponse
+ */
+export type RotateDataKeysResponse = Message<"secrets.v1.RotateDataKeysResponse"> & {
+  /**
+   * The tenant rotated, as asked.
+   *
+   * @generated from field: string workspace_id = 1;
+   */
+  workspaceId: string;
+
+  /**
+   * @generated from field: string user_id = 2;
+   */
+  userId: string;
+
+  /**
+   * The generation that sealed the tenant's values before (destroyed now, with any older one).
+   *
+   * @generated from field: int32 old_generation = 3;
+   */
+  oldGeneration: number;
+
+  /**
+   * The generation every value of the tenant is sealed under now.
+   *
+   * @generated from field: int32 new_generation = 4;
+   */
+  newGeneration: number;
+
+  /**
+   * Values re-sealed: current values and kept versions.
+   *
+   * @generated from field: int64 resealed = 5;
+   */
+  resealed: bigint;
+};
+
+/**
+ * Describes the message secrets.v1.RotateDataKeysResponse.
+ * Use `create(RotateDataKeysResponseSchema)` to create a new message.
+ */
+export const RotateDataKeysResponseSchema: GenMessage<RotateDataKeysResponse> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_operations, 6);
+
+/**
  * @generated from message secrets.v1.ListAuditEventsRequest
  */
 export type ListAuditEventsRequest = Message<"secrets.v1.ListAuditEventsRequest"> & {
@@ -154,7 +227,7 @@ export type ListAuditEventsRequest = Message<"secrets.v1.ListAuditEventsRequest"
  * Use `create(ListAuditEventsRequestSchema)` to create a new message.
  */
 export const ListAuditEventsRequestSchema: GenMessage<ListAuditEventsRequest> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_operations, 5);
+  messageDesc(file_secrets_v1_operations, 7);
 
 /**
  * @generated from message secrets.v1.AuditKey
@@ -181,7 +254,7 @@ export type AuditKey = Message<"secrets.v1.AuditKey"> & {
  * Use `create(AuditKeySchema)` to create a new message.
  */
 export const AuditKeySchema: GenMessage<AuditKey> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_operations, 6);
+  messageDesc(file_secrets_v1_operations, 8);
 
 /**
  * @generated from message secrets.v1.AuditEvent
@@ -243,7 +316,7 @@ export type AuditEvent = Message<"secrets.v1.AuditEvent"> & {
  * Use `create(AuditEventSchema)` to create a new message.
  */
 export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_operations, 7);
+  messageDesc(file_secrets_v1_operations, 9);
 
 /**
  * @generated from message secrets.v1.ListAuditEventsResponse
@@ -265,7 +338,7 @@ export type ListAuditEventsResponse = Message<"secrets.v1.ListAuditEventsRespons
  * Use `create(ListAuditEventsResponseSchema)` to create a new message.
  */
 export const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_operations, 8);
+  messageDesc(file_secrets_v1_operations, 10);
 
 /**
  * Operations is for operators (role "ops"): master keys and the audit log.
@@ -292,6 +365,18 @@ export const Operations: GenService<{
     methodKind: "unary";
     input: typeof RotateKeysRequestSchema;
     output: typeof RotateKeysResponseSchema;
+  },
+  /**
+   * Replaces one tenant's data key: a new generation (wrapped under the primary master key), every
+   * current and kept value of the tenant re-sealed under it online, then the old generations
+   * destroyed. For a data key that may have been exposed.
+   *
+   * @generated from rpc secrets.v1.Operations.RotateDataKeys
+   */
+  rotateDataKeys: {
+    methodKind: "unary";
+    input: typeof RotateDataKeysRequestSchema;
+    output: typeof RotateDataKeysResponseSchema;
   },
   /**
    * Audit events, newest first.

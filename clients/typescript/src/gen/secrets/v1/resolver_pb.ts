@@ -4,7 +4,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import { file_google_protobuf_struct } from "@bufbuild/protobuf/wkt";
+import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_struct, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { BlockError, BlockInputs, Scope, Trigger } from "./common_pb.js";
 import { file_secrets_v1_common } from "./common_pb.js";
 import type { JsonObject, Message } from "@bufbuild/protobuf";
@@ -13,7 +14,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file secrets/v1/resolver.proto.
  */
 export const file_secrets_v1_resolver: GenFile = /*@__PURE__*/
-  fileDesc("ChlzZWNyZXRzL3YxL3Jlc29sdmVyLnByb3RvEgpzZWNyZXRzLnYxIt0BChRSZXNvbHZlSW5wdXRzUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEwoLd29ya2Zsb3dfaWQYAiABKAkSFAoMZXhlY3V0aW9uX2lkGAMgASgJEiQKB3RyaWdnZXIYBCABKA4yEy5zZWNyZXRzLnYxLlRyaWdnZXISGgoSdHJpZ2dlcmluZ191c2VyX2lkGAUgASgJEhkKEXdvcmtmbG93X293bmVyX2lkGAYgASgJEicKBmJsb2NrcxgHIAMoCzIXLnNlY3JldHMudjEuQmxvY2tJbnB1dHMigwEKEVJlc29sdmVkUmVmZXJlbmNlEhIKCmZpZWxkX3BhdGgYASABKAkSCwoDa2V5GAIgASgJEiAKBXNjb3BlGAMgASgOMhEuc2VjcmV0cy52MS5TY29wZRIPCgd2ZXJzaW9uGAQgASgDEg0KBXN0YXJ0GAUgASgFEgsKA2VuZBgGIAEoBSKiAQoLQmxvY2tSZXN1bHQSEAoIYmxvY2tfaWQYASABKAkSJwoGaW5wdXRzGAIgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIxCgpyZWZlcmVuY2VzGAMgAygLMh0uc2VjcmV0cy52MS5SZXNvbHZlZFJlZmVyZW5jZRIlCgVlcnJvchgEIAEoCzIWLnNlY3JldHMudjEuQmxvY2tFcnJvciJVChVSZXNvbHZlSW5wdXRzUmVzcG9uc2USJwoGYmxvY2tzGAEgAygLMhcuc2VjcmV0cy52MS5CbG9ja1Jlc3VsdBITCgtydW5fdXNlcl9pZBgCIAEoCTJgCghSZXNvbHZlchJUCg1SZXNvbHZlSW5wdXRzEiAuc2VjcmV0cy52MS5SZXNvbHZlSW5wdXRzUmVxdWVzdBohLnNlY3JldHMudjEuUmVzb2x2ZUlucHV0c1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_struct, file_secrets_v1_common]);
+  fileDesc("ChlzZWNyZXRzL3YxL3Jlc29sdmVyLnByb3RvEgpzZWNyZXRzLnYxIoMCChRSZXNvbHZlSW5wdXRzUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEwoLd29ya2Zsb3dfaWQYAiABKAkSFAoMZXhlY3V0aW9uX2lkGAMgASgJEiQKB3RyaWdnZXIYBCABKA4yEy5zZWNyZXRzLnYxLlRyaWdnZXISGgoSdHJpZ2dlcmluZ191c2VyX2lkGAUgASgJEhkKEXdvcmtmbG93X293bmVyX2lkGAYgASgJEicKBmJsb2NrcxgHIAMoCzIXLnNlY3JldHMudjEuQmxvY2tJbnB1dHMSDQoFZ3JhbnQYCCABKAkSFQoNbGF0ZXN0X3ZhbHVlcxgJIAEoCCKDAQoRUmVzb2x2ZWRSZWZlcmVuY2USEgoKZmllbGRfcGF0aBgBIAEoCRILCgNrZXkYAiABKAkSIAoFc2NvcGUYAyABKA4yES5zZWNyZXRzLnYxLlNjb3BlEg8KB3ZlcnNpb24YBCABKAMSDQoFc3RhcnQYBSABKAUSCwoDZW5kGAYgASgFIqIBCgtCbG9ja1Jlc3VsdBIQCghibG9ja19pZBgBIAEoCRInCgZpbnB1dHMYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EjEKCnJlZmVyZW5jZXMYAyADKAsyHS5zZWNyZXRzLnYxLlJlc29sdmVkUmVmZXJlbmNlEiUKBWVycm9yGAQgASgLMhYuc2VjcmV0cy52MS5CbG9ja0Vycm9yIlUKFVJlc29sdmVJbnB1dHNSZXNwb25zZRInCgZibG9ja3MYASADKAsyFy5zZWNyZXRzLnYxLkJsb2NrUmVzdWx0EhMKC3J1bl91c2VyX2lkGAIgASgJItcBChRJc3N1ZVJ1bkdyYW50UmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSEwoLd29ya2Zsb3dfaWQYAiABKAkSFAoMZXhlY3V0aW9uX2lkGAMgASgJEiQKB3RyaWdnZXIYBCABKA4yEy5zZWNyZXRzLnYxLlRyaWdnZXISGgoSdHJpZ2dlcmluZ191c2VyX2lkGAUgASgJEhkKEXdvcmtmbG93X293bmVyX2lkGAYgASgJEhMKC3R0bF9zZWNvbmRzGAcgASgFEgwKBGtleXMYCCADKAkifQoVSXNzdWVSdW5HcmFudFJlc3BvbnNlEg0KBWdyYW50GAEgASgJEhAKCGdyYW50X2lkGAIgASgJEi4KCmV4cGlyZXNfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3J1bl91c2VyX2lkGAQgASgJIk4KFVJldm9rZVJ1bkdyYW50UmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSDQoFZ3JhbnQYAiABKAkSEAoIZ3JhbnRfaWQYAyABKAkiKQoWUmV2b2tlUnVuR3JhbnRSZXNwb25zZRIPCgdyZXZva2VkGAEgASgIIjsKDUVuZFJ1blJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhQKDGV4ZWN1dGlvbl9pZBgCIAEoCSImCg5FbmRSdW5SZXNwb25zZRIUCgxncmFudHNfZW5kZWQYASABKAUy0AIKCFJlc29sdmVyElQKDVJlc29sdmVJbnB1dHMSIC5zZWNyZXRzLnYxLlJlc29sdmVJbnB1dHNSZXF1ZXN0GiEuc2VjcmV0cy52MS5SZXNvbHZlSW5wdXRzUmVzcG9uc2USVAoNSXNzdWVSdW5HcmFudBIgLnNlY3JldHMudjEuSXNzdWVSdW5HcmFudFJlcXVlc3QaIS5zZWNyZXRzLnYxLklzc3VlUnVuR3JhbnRSZXNwb25zZRJXCg5SZXZva2VSdW5HcmFudBIhLnNlY3JldHMudjEuUmV2b2tlUnVuR3JhbnRSZXF1ZXN0GiIuc2VjcmV0cy52MS5SZXZva2VSdW5HcmFudFJlc3BvbnNlEj8KBkVuZFJ1bhIZLnNlY3JldHMudjEuRW5kUnVuUmVxdWVzdBoaLnNlY3JldHMudjEuRW5kUnVuUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_struct, file_google_protobuf_timestamp, file_secrets_v1_common]);
 
 /**
  * @generated from message secrets.v1.ResolveInputsRequest
@@ -57,6 +58,27 @@ export type ResolveInputsRequest = Message<"secrets.v1.ResolveInputsRequest"> & 
    * @generated from field: repeated secrets.v1.BlockInputs blocks = 7;
    */
   blocks: BlockInputs[];
+
+  /**
+   * A run grant (IssueRunGrant). Required for executors marked `requires_grant`; optional for
+   * the others, and enforced whenever sent: the workspace, workflow, execution, trigger and run
+   * user then come from the grant. Fields 1-6 may be left empty; any that is set must equal the
+   * grant's, or the call is PERMISSION_DENIED. A reference to a key outside the grant's keys
+   * (when it names keys) makes the call PERMISSION_DENIED.
+   *
+   * @generated from field: string grant = 8;
+   */
+  grant: string;
+
+  /**
+   * One snapshot per run: by default every resolve of one execution (execution_id, or the
+   * grant's) uses the version of each key that the execution's first resolve of it used, even
+   * if the secret changed since (a deleted secret still fails its block; a pinned version no
+   * longer kept fails it too). Set to resolve the newest values instead and pin nothing.
+   *
+   * @generated from field: bool latest_values = 9;
+   */
+  latestValues: boolean;
 };
 
 /**
@@ -187,7 +209,197 @@ export const ResolveInputsResponseSchema: GenMessage<ResolveInputsResponse> = /*
   messageDesc(file_secrets_v1_resolver, 3);
 
 /**
- * Resolver is what workflow executors call (role "executor") just before a block runs.
+ * @generated from message secrets.v1.IssueRunGrantRequest
+ */
+export type IssueRunGrantRequest = Message<"secrets.v1.IssueRunGrantRequest"> & {
+  /**
+   * @generated from field: string workspace_id = 1;
+   */
+  workspaceId: string;
+
+  /**
+   * @generated from field: string workflow_id = 2;
+   */
+  workflowId: string;
+
+  /**
+   * @generated from field: string execution_id = 3;
+   */
+  executionId: string;
+
+  /**
+   * @generated from field: secrets.v1.Trigger trigger = 4;
+   */
+  trigger: Trigger;
+
+  /**
+   * Required for TRIGGER_MANUAL: the user who clicked Run.
+   *
+   * @generated from field: string triggering_user_id = 5;
+   */
+  triggeringUserId: string;
+
+  /**
+   * Required for the automated triggers: the workflow owner.
+   *
+   * @generated from field: string workflow_owner_id = 6;
+   */
+  workflowOwnerId: string;
+
+  /**
+   * How long the grant lasts: 0 means 3600 (one hour); more than 86400 (one day) is cut to 86400.
+   *
+   * @generated from field: int32 ttl_seconds = 7;
+   */
+  ttlSeconds: number;
+
+  /**
+   * The only keys the run may resolve; empty: any key the run user may use.
+   *
+   * @generated from field: repeated string keys = 8;
+   */
+  keys: string[];
+};
+
+/**
+ * Describes the message secrets.v1.IssueRunGrantRequest.
+ * Use `create(IssueRunGrantRequestSchema)` to create a new message.
+ */
+export const IssueRunGrantRequestSchema: GenMessage<IssueRunGrantRequest> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_resolver, 4);
+
+/**
+ * @generated from message secrets.v1.IssueRunGrantResponse
+ */
+export type IssueRunGrantResponse = Message<"secrets.v1.IssueRunGrantResponse"> & {
+  /**
+   * The grant token, for the executor (ResolveInputsRequest.grant). Opaque; returned only here.
+   *
+   * @generated from field: string grant = 1;
+   */
+  grant: string;
+
+  /**
+   * The grant's id, for RevokeRunGrant and the audit log (not a credential).
+   *
+   * @generated from field: string grant_id = 2;
+   */
+  grantId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp expires_at = 3;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * The user whose permissions and personal secrets the run resolves with.
+   *
+   * @generated from field: string run_user_id = 4;
+   */
+  runUserId: string;
+};
+
+/**
+ * Describes the message secrets.v1.IssueRunGrantResponse.
+ * Use `create(IssueRunGrantResponseSchema)` to create a new message.
+ */
+export const IssueRunGrantResponseSchema: GenMessage<IssueRunGrantResponse> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_resolver, 5);
+
+/**
+ * @generated from message secrets.v1.RevokeRunGrantRequest
+ */
+export type RevokeRunGrantRequest = Message<"secrets.v1.RevokeRunGrantRequest"> & {
+  /**
+   * The workspace of the grant.
+   *
+   * @generated from field: string workspace_id = 1;
+   */
+  workspaceId: string;
+
+  /**
+   * One of the two: the grant token, or its id.
+   *
+   * @generated from field: string grant = 2;
+   */
+  grant: string;
+
+  /**
+   * @generated from field: string grant_id = 3;
+   */
+  grantId: string;
+};
+
+/**
+ * Describes the message secrets.v1.RevokeRunGrantRequest.
+ * Use `create(RevokeRunGrantRequestSchema)` to create a new message.
+ */
+export const RevokeRunGrantRequestSchema: GenMessage<RevokeRunGrantRequest> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_resolver, 6);
+
+/**
+ * @generated from message secrets.v1.RevokeRunGrantResponse
+ */
+export type RevokeRunGrantResponse = Message<"secrets.v1.RevokeRunGrantResponse"> & {
+  /**
+   * False when the grant had already been revoked or its run had ended.
+   *
+   * @generated from field: bool revoked = 1;
+   */
+  revoked: boolean;
+};
+
+/**
+ * Describes the message secrets.v1.RevokeRunGrantResponse.
+ * Use `create(RevokeRunGrantResponseSchema)` to create a new message.
+ */
+export const RevokeRunGrantResponseSchema: GenMessage<RevokeRunGrantResponse> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_resolver, 7);
+
+/**
+ * @generated from message secrets.v1.EndRunRequest
+ */
+export type EndRunRequest = Message<"secrets.v1.EndRunRequest"> & {
+  /**
+   * @generated from field: string workspace_id = 1;
+   */
+  workspaceId: string;
+
+  /**
+   * @generated from field: string execution_id = 2;
+   */
+  executionId: string;
+};
+
+/**
+ * Describes the message secrets.v1.EndRunRequest.
+ * Use `create(EndRunRequestSchema)` to create a new message.
+ */
+export const EndRunRequestSchema: GenMessage<EndRunRequest> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_resolver, 8);
+
+/**
+ * @generated from message secrets.v1.EndRunResponse
+ */
+export type EndRunResponse = Message<"secrets.v1.EndRunResponse"> & {
+  /**
+   * How many grants of the execution stopped working with this call.
+   *
+   * @generated from field: int32 grants_ended = 1;
+   */
+  grantsEnded: number;
+};
+
+/**
+ * Describes the message secrets.v1.EndRunResponse.
+ * Use `create(EndRunResponseSchema)` to create a new message.
+ */
+export const EndRunResponseSchema: GenMessage<EndRunResponse> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_resolver, 9);
+
+/**
+ * Resolver is what workflow executors call (role "executor") just before a block runs; the run
+ * grant RPCs are called by the orchestrator (role "orchestrator").
  *
  * @generated from service secrets.v1.Resolver
  */
@@ -201,6 +413,39 @@ export const Resolver: GenService<{
     methodKind: "unary";
     input: typeof ResolveInputsRequestSchema;
     output: typeof ResolveInputsResponseSchema;
+  },
+  /**
+   * Run grants (role "orchestrator": the service that starts runs). A grant lets an executor
+   * resolve for one run only: its workspace, run user, trigger, workflow and execution, until it
+   * expires, is revoked or the run ends; optionally only some keys.
+   * Issues a grant for one run; the token is returned once and never stored.
+   *
+   * @generated from rpc secrets.v1.Resolver.IssueRunGrant
+   */
+  issueRunGrant: {
+    methodKind: "unary";
+    input: typeof IssueRunGrantRequestSchema;
+    output: typeof IssueRunGrantResponseSchema;
+  },
+  /**
+   * Revokes one grant, named by its token or its id.
+   *
+   * @generated from rpc secrets.v1.Resolver.RevokeRunGrant
+   */
+  revokeRunGrant: {
+    methodKind: "unary";
+    input: typeof RevokeRunGrantRequestSchema;
+    output: typeof RevokeRunGrantResponseSchema;
+  },
+  /**
+   * Ends a run: every grant of the execution stops working, and no new one is issued for it.
+   *
+   * @generated from rpc secrets.v1.Resolver.EndRun
+   */
+  endRun: {
+    methodKind: "unary";
+    input: typeof EndRunRequestSchema;
+    output: typeof EndRunResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_secrets_v1_resolver, 0);
