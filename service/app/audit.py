@@ -90,6 +90,10 @@ class AuditBuffer:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
+        # One write at a time: an explicit flush (ListAuditEvents shows what was resolved until
+        # now) waits for the background's batch in flight, which it could not see in `_pending`,
+        # and then writes what is left.
+        self._writing = asyncio.Lock()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-buffer")
@@ -109,6 +113,10 @@ class AuditBuffer:
     async def flush(self) -> None:
         """Writes the events pending now. Events that arrive while it writes wait for the next
         round: taking them too would turn one batch into a stream of one-row COPYs under load."""
+        async with self._writing:
+            await self._flush_pending()
+
+    async def _flush_pending(self) -> None:
         events, self._pending = self._pending, []
         for start in range(0, len(events), 5000):
             chunk = events[start : start + 5000]
