@@ -83,8 +83,13 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    # Strict: a character outside the alphabet is an error, not skipped (one token, one spelling).
-    return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    # Strict: one token, one spelling. A character outside the URL-safe alphabet, padding, or
+    # unused low bits in the last character are errors (b64decode alone also took `+`/`/` and
+    # extra `=`, so one grant could be written several ways).
+    data = base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
+    if _b64(data) != text:
+        raise binascii.Error("not the canonical spelling")
+    return data
 
 
 def grant_tag(grant_id: str, expires_at: float) -> str:
