@@ -95,36 +95,27 @@ class Settings:
         level = (get("SECRETS_LOG_LEVEL") or "INFO").upper()
         if level not in LOG_LEVELS:
             raise ConfigError(f"SECRETS_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
-        workers_text = get("SECRETS_WORKERS") or "1"
-        try:
-            workers = int(workers_text)
-        except ValueError:
-            raise ConfigError(f"SECRETS_WORKERS must be a whole number, not {workers_text!r}") from None
-        if not 1 <= workers <= 256:
-            raise ConfigError("SECRETS_WORKERS must be between 1 and 256")
-        cache_text = get("SECRETS_RESOLVE_CACHE_ENTRIES") or "10000"
-        try:
-            cache_entries = int(cache_text)
-        except ValueError:
-            raise ConfigError(f"SECRETS_RESOLVE_CACHE_ENTRIES must be a whole number, not {cache_text!r}") from None
-        if cache_entries < 0:
-            raise ConfigError("SECRETS_RESOLVE_CACHE_ENTRIES must be 0 (off) or more")
-        budget_text = get("SECRETS_MAX_REQUEST_BYTES_IN_FLIGHT") or str(cls.max_request_bytes_in_flight)
-        try:
-            request_budget = int(budget_text)
-        except ValueError:
-            raise ConfigError(
-                f"SECRETS_MAX_REQUEST_BYTES_IN_FLIGHT must be a whole number of bytes, not {budget_text!r}"
-            ) from None
-        if request_budget < 4 * 1024 * 1024:
-            raise ConfigError("SECRETS_MAX_REQUEST_BYTES_IN_FLIGHT must be at least 4194304 (one largest request)")
-        calls_text = get("SECRETS_MAX_CALLS_IN_FLIGHT") or str(cls.max_calls_in_flight)
-        try:
-            max_calls = int(calls_text)
-        except ValueError:
-            raise ConfigError(f"SECRETS_MAX_CALLS_IN_FLIGHT must be a whole number, not {calls_text!r}") from None
-        if max_calls < 1:
-            raise ConfigError("SECRETS_MAX_CALLS_IN_FLIGHT must be 1 or more")
+
+        def whole_number(name: str, default: int, minimum: int, maximum: int | None, rule: str) -> int:
+            text = get(name) or str(default)
+            try:
+                value = int(text)
+            except ValueError:
+                raise ConfigError(f"{name} must be a whole number, not {text!r}") from None
+            if value < minimum or (maximum is not None and value > maximum):
+                raise ConfigError(f"{name} must be {rule}")
+            return value
+
+        workers = whole_number("SECRETS_WORKERS", 1, 1, 256, "between 1 and 256")
+        cache_entries = whole_number("SECRETS_RESOLVE_CACHE_ENTRIES", 10_000, 0, None, "0 (off) or more")
+        request_budget = whole_number(
+            "SECRETS_MAX_REQUEST_BYTES_IN_FLIGHT",
+            cls.max_request_bytes_in_flight,
+            4 * 1024 * 1024,
+            None,
+            "at least 4194304 (one largest request)",
+        )
+        max_calls = whole_number("SECRETS_MAX_CALLS_IN_FLIGHT", cls.max_calls_in_flight, 1, None, "1 or more")
         settings = cls(
             listen=get("SECRETS_LISTEN") or cls.listen,
             database_url=get("SECRETS_DATABASE_URL"),

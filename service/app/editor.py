@@ -326,21 +326,20 @@ class EditorService:
                     f"the import's report would take about {report:,} bytes, over the {MAX_MESSAGE_BYTES:,} bytes "
                     "that one response may hold; nothing was imported; split the file"
                 )
-            summary = f"{len(ops)} written, {len(lines) - len(ops)} not written, {len(problems)} problem lines"
+            written = "would be written" if dry_run else "written"
+            # A dry run changes no secret, but it is audited like a real import: it is how an
+            # editor learns which keys exist and which values are unchanged.
+            record = audit_record(
+                caller,
+                workspace_id,
+                "secrets.import",
+                outcome="dry_run" if dry_run else "ok",
+                keys=[(op.key, int(scope), op.version) for op in ops],
+                detail=f"{'dry run: ' if dry_run else ''}{len(ops)} {written}, {len(lines) - len(ops)} not written, "
+                f"{len(problems)} problem lines",
+            )
             if dry_run:
-                # A dry run changes no secret, but it is audited like a real import: it is how
-                # an editor learns which keys exist and which values are unchanged.
-                await repo.insert_audit(
-                    conn,
-                    audit_record(
-                        caller,
-                        workspace_id,
-                        "secrets.import",
-                        outcome="dry_run",
-                        keys=[(op.key, int(scope), op.version) for op in ops],
-                        detail="dry run: " + summary.replace(" written", " would be written", 1),
-                    ),
-                )
+                await repo.insert_audit(conn, record)
                 w_rev, p_rev = await repo.revisions(conn, workspace_id, caller.user_id)
                 return ImportResult(lines, problems, w_rev if workspace else p_rev, True)
             assert revision is not None
@@ -348,16 +347,7 @@ class EditorService:
                 await self._apply(conn, scope, owner, data_key, caller, ops, stored)
                 revision += 1
                 await repo.set_revision(conn, scope, owner, revision)
-            await repo.insert_audit(
-                conn,
-                audit_record(
-                    caller,
-                    workspace_id,
-                    "secrets.import",
-                    keys=[(op.key, int(scope), op.version) for op in ops],
-                    detail=summary,
-                ),
-            )
+            await repo.insert_audit(conn, record)
         return ImportResult(lines, problems, revision, False)
 
     async def _apply(

@@ -12,7 +12,6 @@ opens format 1 (envelope.prepare refuses it).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 
 from service.app.keys import DataKeys
@@ -20,6 +19,7 @@ from service.crypto.aead import IntegrityError
 from service.crypto.envelope import open_prepared, prepare_legacy, seal
 from service.domain.errors import DataLoss
 from service.domain.model import Tenant
+from service.store import datakeys
 from service.store import repository as repo
 from service.store.db import Database
 
@@ -37,7 +37,7 @@ async def reseal_legacy_values(db: Database, keys: DataKeys) -> int:
         legacy = await repo.legacy_sealed_values(conn)
         if not legacy:
             return 0
-        updates: list[repo.LegacySealed] = []
+        updates: list[tuple[datakeys.SealedRow, bytes]] = []
         for item in legacy:
             tenant = Tenant.for_scope(item.scope, item.owner_id)
             try:
@@ -50,9 +50,10 @@ async def reseal_legacy_values(db: Database, keys: DataKeys) -> int:
                 failed += 1
                 continue
             resealed = seal(data_key, item.scope, item.key, item.version, item.secret_id, value)
-            updates.append(dataclasses.replace(item, sealed=resealed))
+            row = datakeys.SealedRow(item.secret_id, item.in_versions, item.key, item.version, item.sealed)
+            updates.append((row, resealed))
             done += 1
-        await repo.replace_sealed(conn, updates)
+        await datakeys.replace_sealed(conn, updates)
     log.info("re-sealed %d values with their secret's identity (format 2)", done)
     if failed:
         log.error(

@@ -51,21 +51,12 @@ def _field(data: bytes) -> bytes:
 
 def value_associated_data(tenant: Tenant, scope: Scope, key: str, version: int, secret_id: int) -> bytes:
     """What a sealed value is bound to: ids, names and numbers only, never a value."""
-    return b"".join(
-        (
-            _field(_AD_TAG),
-            _field(tenant.kind.value.encode()),
-            _field(tenant.id.encode()),
-            _field(str(int(scope)).encode()),
-            _field(key.encode()),
-            _field(str(version).encode()),
-            _field(str(secret_id).encode()),
-        )
-    )
+    return _legacy_associated_data(tenant, scope, key, version) + _field(str(secret_id).encode())
 
 
 def _legacy_associated_data(tenant: Tenant, scope: Scope, key: str, version: int) -> bytes:
-    # Format 1: no secret identity. Only the re-sealing migration builds this.
+    # Format 1 bound everything but the secret's identity; format 2 appends that identity to it.
+    # Only the re-sealing migration uses this alone.
     return b"".join(
         (
             _field(_AD_TAG),

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from service.domain.model import Scope, Tenant
-from service.store.repository import WrappedDataKey
+from service.store.repository import insert_data_key_row
 
 
 async def latest_generation(conn: asyncpg.Connection, tenant: Tenant) -> int | None:
@@ -24,18 +24,8 @@ async def latest_generation(conn: asyncpg.Connection, tenant: Tenant) -> int | N
     return int(value) if value is not None else None
 
 
-async def insert_generation(conn: asyncpg.Connection, key: WrappedDataKey) -> bool:
-    """Inserts a new generation; False when that generation exists already (a concurrent rotation)."""
-    status = await conn.execute(
-        "INSERT INTO data_keys (tenant_kind, tenant_id, generation, master_key_id, wrapped)"
-        " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        key.tenant.kind.value,
-        key.tenant.id,
-        key.generation,
-        key.master_key_id,
-        key.wrapped,
-    )
-    return bool(status.endswith(" 1"))
+# A new generation is inserted like any data key (False: a concurrent rotation made it first).
+insert_generation = insert_data_key_row
 
 
 @dataclass(frozen=True, slots=True)

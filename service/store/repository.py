@@ -137,9 +137,9 @@ async def data_keys_for(conn: asyncpg.Connection, tenants: Sequence[Tenant]) -> 
     return [_wrapped_key(r) for r in rows]
 
 
-async def insert_data_key(conn: asyncpg.Connection, key: WrappedDataKey) -> WrappedDataKey:
-    """Inserts a new data key unless another process won the race; returns the one that is stored."""
-    await conn.execute(
+async def insert_data_key_row(conn: asyncpg.Connection, key: WrappedDataKey) -> bool:
+    """Inserts a data key generation; False when that generation exists already (a race lost)."""
+    status = await conn.execute(
         "INSERT INTO data_keys (tenant_kind, tenant_id, generation, master_key_id, wrapped)"
         " VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
         key.tenant.kind.value,
@@ -148,6 +148,12 @@ async def insert_data_key(conn: asyncpg.Connection, key: WrappedDataKey) -> Wrap
         key.master_key_id,
         key.wrapped,
     )
+    return bool(status.endswith(" 1"))
+
+
+async def insert_data_key(conn: asyncpg.Connection, key: WrappedDataKey) -> WrappedDataKey:
+    """Inserts a new data key unless another process won the race; returns the one that is stored."""
+    await insert_data_key_row(conn, key)
     stored = await latest_data_key(conn, key.tenant)
     assert stored is not None
     return stored
@@ -548,27 +554,6 @@ async def legacy_sealed_values(conn: asyncpg.Connection) -> list[LegacySealed]:
         for rows, in_versions in ((current, False), (kept, True))
         for r in rows
     ]
-
-
-async def replace_sealed(conn: asyncpg.Connection, items: Sequence[LegacySealed]) -> None:
-    current = [i for i in items if not i.in_versions]
-    kept = [i for i in items if i.in_versions]
-    if current:
-        await conn.execute(
-            "UPDATE secrets s SET sealed = t.sealed FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])"
-            " AS t(id, version, sealed) WHERE s.id = t.id AND s.version = t.version",
-            [i.secret_id for i in current],
-            [i.version for i in current],
-            [i.sealed for i in current],
-        )
-    if kept:
-        await conn.execute(
-            "UPDATE secret_versions v SET sealed = t.sealed FROM unnest($1::bigint[], $2::bigint[], $3::bytea[])"
-            " AS t(id, version, sealed) WHERE v.secret_id = t.id AND v.version = t.version",
-            [i.secret_id for i in kept],
-            [i.version for i in kept],
-            [i.sealed for i in kept],
-        )
 
 
 # ---------------------------------------------------------------------------------------------
