@@ -41,9 +41,20 @@ from service.store.pins import PIN_TTL_SECONDS
 
 __all__ = ["PIN_TTL_SECONDS", "Pin", "RunPins", "pins_tag"]
 PINS_TAG_PREFIX: Final = "p:"
-# The local map holds at most this many runs and this many pins in all (a pin takes ~200 bytes).
+# The local map holds at most this many runs, this many pins in all, and about this many bytes:
+# the ids and keys in it are the executors' to choose (up to 256 characters each), so a count
+# alone could let 100,000 pins of the longest keys take over 100 MiB.
 MAX_RUNS: Final = 8192
 MAX_PINS: Final = 100_000
+MAX_BYTES: Final = 16 * 1024 * 1024
+# What a pin, a run user's map and a run cost besides their strings (dict slots, tuples, ints),
+# and the strings at 4 bytes a character, the worst Python stores: an upper bound, not a census.
+_PIN_BYTES: Final = 200
+_ENTRY_BYTES: Final = 400
+
+
+def _text_bytes(*texts: str) -> int:
+    return 4 * sum(map(len, texts))
 
 
 def pins_tag(workspace_id: str, execution_id: str) -> str:
@@ -64,12 +75,16 @@ class RunPins:
     """This replica's map of run pins (see the module docstring); follows the change notifications
     of service/app/cache.py `Invalidations` to drop the pins of ended runs."""
 
-    def __init__(self, max_runs: int = MAX_RUNS, max_pins: int = MAX_PINS) -> None:
+    def __init__(self, max_runs: int = MAX_RUNS, max_pins: int = MAX_PINS, max_bytes: int = MAX_BYTES) -> None:
         self.max_runs = max_runs
         self.max_pins = max_pins
+        self.max_bytes = max_bytes
         # (workspace, execution) -> run user -> key -> pin
         self._runs: OrderedDict[RunKey, dict[str, dict[str, Pin]]] = OrderedDict()
+        # (pins, bytes) held per run, so that dropping a run gives both back exactly.
+        self._held: dict[RunKey, tuple[int, int]] = {}
         self._count = 0
+        self.bytes = 0
         # True while the listener is connected (and the map was emptied when it connected).
         self.ready = False
         # Bumped whenever pins are dropped: a database read that began before must not be kept.
@@ -113,28 +128,48 @@ class RunPins:
             return
         run = (workspace_id, execution_id)
         users = self._runs.get(run)
+        added_bytes = 0
         if users is None:
             users = self._runs[run] = {}
+            added_bytes += _ENTRY_BYTES + _text_bytes(workspace_id, execution_id)
         else:
             self._runs.move_to_end(run)
-        held = users.setdefault(run_user_id, {})
-        before = len(held)
-        held.update(pins)
-        self._count += len(held) - before
-        while self._runs and (len(self._runs) > self.max_runs or self._count > self.max_pins):
-            _, oldest = self._runs.popitem(last=False)
-            self._count -= sum(map(len, oldest.values()))
+        held = users.get(run_user_id)
+        if held is None:
+            held = users[run_user_id] = {}
+            added_bytes += _ENTRY_BYTES + _text_bytes(run_user_id)
+        added = 0
+        for key, pin in pins:
+            if key not in held:
+                added += 1
+                added_bytes += _PIN_BYTES + _text_bytes(key)
+            held[key] = pin
+        count, size = self._held.get(run, (0, 0))
+        self._held[run] = (count + added, size + added_bytes)
+        self._count += added
+        self.bytes += added_bytes
+        while self._runs and (
+            len(self._runs) > self.max_runs or self._count > self.max_pins or self.bytes > self.max_bytes
+        ):
+            oldest, _ = self._runs.popitem(last=False)
+            self._forget(oldest)
+
+    def _forget(self, run: RunKey) -> None:
+        count, size = self._held.pop(run, (0, 0))
+        self._count -= count
+        self.bytes -= size
 
     def drop_run(self, workspace_id: str, execution_id: str) -> None:
         self.epoch += 1
-        users = self._runs.pop((workspace_id, execution_id), None)
-        if users is not None:
-            self._count -= sum(map(len, users.values()))
+        if self._runs.pop((workspace_id, execution_id), None) is not None:
+            self._forget((workspace_id, execution_id))
 
     def clear(self) -> None:
         self.epoch += 1
         self._runs.clear()
+        self._held.clear()
         self._count = 0
+        self.bytes = 0
 
     def __len__(self) -> int:
         return self._count
