@@ -76,17 +76,31 @@ def clean_record(event: repo.AuditRecord) -> repo.AuditRecord:
 _INTERRUPTED: tuple[type[BaseException], ...] = (asyncio.CancelledError, *UNAVAILABLE_ERRORS)
 
 
+def record_bytes(event: repo.AuditRecord) -> int:
+    """An upper bound of what a pending event holds: its texts at 4 bytes a character (the most
+    Python stores), each key's entry, and the objects around them."""
+    texts = (event.principal, event.action, event.outcome, event.user_id, event.workspace_id)
+    size = 4 * (sum(map(len, texts)) + len(event.execution_id) + len(event.detail))
+    return 400 + size + sum(4 * len(key) + 120 for key, _, _ in event.keys)
+
+
 def _name(exc: BaseException) -> str:
     # The type only: a database error's message may quote the row, and rows hold ids.
     return type(exc).__name__
 
 
 class AuditBuffer:
-    def __init__(self, db: Database, interval: float = 0.05, max_pending: int = 100_000) -> None:
+    def __init__(
+        self, db: Database, interval: float = 0.05, max_pending: int = 100_000, max_pending_bytes: int = 64 << 20
+    ) -> None:
         self._db = db
         self._interval = interval
+        # Bounded in events and in bytes: one resolve event may list 500 keys of 256 characters
+        # (about 130 KB), so 100,000 of them while the database is away would be gigabytes.
         self._max_pending = max_pending
+        self._max_pending_bytes = max_pending_bytes
         self._pending: list[repo.AuditRecord] = []
+        self.pending_bytes = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
@@ -99,7 +113,8 @@ class AuditBuffer:
         self._task = asyncio.create_task(self._run(), name="audit-buffer")
 
     def add(self, event: repo.AuditRecord) -> None:
-        if len(self._pending) >= self._max_pending:
+        size = record_bytes(event)
+        if len(self._pending) >= self._max_pending or self.pending_bytes + size > self._max_pending_bytes:
             # Bounded: with the database gone for long, memory must not grow without limit.
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
@@ -108,7 +123,13 @@ class AuditBuffer:
                 )
             return
         self._pending.append(event)
+        self.pending_bytes += size
         self._wakeup.set()
+
+    def _put_back(self, events: Sequence[repo.AuditRecord]) -> None:
+        """Events taken for a write that did not happen go back in front, in their order."""
+        self._pending[:0] = events
+        self.pending_bytes += sum(map(record_bytes, events))
 
     async def flush(self) -> None:
         """Writes the events pending now. Events that arrive while it writes wait for the next
@@ -118,6 +139,7 @@ class AuditBuffer:
 
     async def _flush_pending(self) -> None:
         events, self._pending = self._pending, []
+        self.pending_bytes = 0
         for start in range(0, len(events), 5000):
             chunk = events[start : start + 5000]
             try:
@@ -125,12 +147,12 @@ class AuditBuffer:
                     await repo.insert_audit_many(conn, chunk)
             except UNAVAILABLE_ERRORS:
                 # Keep them for the next attempt; the database is away.
-                self._pending[:0] = events[start:]
+                self._put_back(events[start:])
                 raise
             except asyncio.CancelledError:
                 # A ListAuditEvents whose caller went away, or shutdown: the events this flush took
                 # are put back, not lost (a batch cancelled while it commits may be written twice).
-                self._pending[:0] = events[start:]
+                self._put_back(events[start:])
                 raise
             except Exception as exc:
                 # One record the database refuses must not cost the others their place in the
@@ -151,7 +173,7 @@ class AuditBuffer:
                 async with self._db.transaction() as conn:
                     await repo.insert_audit(conn, clean_record(event))
             except _INTERRUPTED:
-                self._pending[:0] = [*events[i:], *after]
+                self._put_back([*events[i:], *after])
                 raise
             except Exception as exc:
                 lost += 1
