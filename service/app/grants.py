@@ -48,12 +48,13 @@ from service.app.pins import RunPins, pins_tag
 from service.crypto.keyring import Keyring, UnknownMasterKey
 from service.domain.errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from service.domain.keys import key_problem, require_id
+from service.domain.limits import DEFAULT_TTL_SECONDS, MAX_GRANT_KEYS, MAX_TOKEN_CHARS, MAX_TTL_SECONDS
 from service.domain.model import Trigger
 from service.domain.resolution import run_user_for
 from service.store import grants as store
 from service.store import pins as pin_store
 from service.store import repository as repo
-from service.store.db import Database
+from service.store.pool import Database
 from service.watched import WatchedFile
 
 log = logging.getLogger(__name__)
@@ -61,12 +62,6 @@ log = logging.getLogger(__name__)
 TOKEN_PREFIX: Final = "sgr_"  # noqa: S105 (a prefix, not a token)
 TOKEN_VERSION: Final = 1
 MAC_INFO: Final = b"secrets.v1/run-grant"
-DEFAULT_TTL_SECONDS: Final = 3600
-MAX_TTL_SECONDS: Final = 86400
-# A grant names at most this many keys (they travel in the token, with every resolve).
-MAX_GRANT_KEYS: Final = 256
-# Far above the largest grant (seven ids of 256 characters and 256 keys of 256 characters).
-MAX_TOKEN_CHARS: Final = 200_000
 # Verified tokens remembered per replica: at most this many, each of at most this many characters.
 VERIFIED_MEMO_ENTRIES: Final = 1024
 VERIFIED_MEMO_TOKEN_CHARS: Final = 4096

@@ -37,9 +37,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Final, NamedTuple
 
-from service.store.pins import PIN_TTL_SECONDS
-
-__all__ = ["PIN_TTL_SECONDS", "Pin", "RunPins", "pins_tag"]
+__all__ = ["Pin", "RunPins", "pins_tag"]
 PINS_TAG_PREFIX: Final = "p:"
 # The local map holds at most this many runs, this many pins in all, and about this many bytes:
 # the ids and keys in it are the executors' to choose (up to 256 characters each), so a count

@@ -10,19 +10,13 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Final
 
 from service.domain import policy
 from service.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from service.domain.keys import key_problem, value_problem
+from service.domain.limits import MAX_CHANGES_PER_SAVE
 from service.domain.model import Permission, Scope, SecretRole
 from service.domain.values import SecretValue
-
-# Large enough for a pasted .env of a big project; small enough that one batch stays one
-# reasonable transaction. Import (which has its own limit) is the path for more.
-MAX_CHANGES_PER_SAVE: Final = 1000
-# SPEC 2.6: the last 10 versions are kept.
-VERSIONS_KEPT: Final = 10
 
 
 @dataclass(frozen=True, slots=True)

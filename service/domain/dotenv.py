@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from service.domain.keys import key_problem, value_problem
+from service.domain.limits import MAX_REPORTED_PROBLEMS
 from service.domain.values import SecretValue
 
 # Linear time on any input (security finding 1): the text is scanned with str.find, str.split
@@ -48,11 +49,6 @@ class DotenvEntry:
 class DotenvProblem:
     line: int
     message: str
-
-
-# A 4 MiB text of bad lines would otherwise report two million problems (about 300 MB of report
-# objects). An editor shows the first ones; the rest are counted in one closing problem.
-MAX_REPORTED_PROBLEMS: Final = 1000
 
 
 @dataclass(slots=True)

@@ -6,17 +6,12 @@ import re
 from typing import Final
 
 from service.domain.errors import FieldViolation, InvalidArgument
-
-MAX_KEY_LENGTH: Final = 256
-# 64 KiB of UTF-8: large enough for a PEM bundle or a service-account JSON, small enough that a
-# resolve of many references stays within the default 4 MiB gRPC message size.
-MAX_VALUE_BYTES: Final = 64 * 1024
-# Ids come from the platform (workspace, user, workflow, execution); they are opaque, but bounded
-# so that a bad caller cannot make us store or log megabytes per row (SPEC 2.1: 256, emails 320).
-MAX_ID_LENGTH: Final = 256
-MAX_EMAIL_LENGTH: Final = 320
-MAX_DISPLAY_NAME_LENGTH: Final = 200
-MAX_DESCRIPTION_LENGTH: Final = 2000
+from service.domain.limits import (
+    MAX_EMAIL_LENGTH,
+    MAX_ID_LENGTH,
+    MAX_KEY_LENGTH,
+    MAX_VALUE_BYTES,
+)
 
 KEY_PATTERN: Final = r"[A-Za-z0-9_]{1,256}"
 _KEY_RE: Final = re.compile(KEY_PATTERN)

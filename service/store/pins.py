@@ -6,12 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
 
 import asyncpg
 
-# How long a pin holds (service/app/pins.py).
-PIN_TTL_SECONDS: Final = 86400
+from service.domain.limits import PIN_TTL_SECONDS
 
 
 @dataclass(frozen=True, slots=True)

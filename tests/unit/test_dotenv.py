@@ -271,7 +271,7 @@ def test_agrees_with_python_dotenv_on_the_common_subset(text: str) -> None:
 
 
 def test_problem_lines_past_the_listed_maximum_are_counted_in_one_closing_problem() -> None:
-    from service.domain.dotenv import MAX_REPORTED_PROBLEMS
+    from service.domain.limits import MAX_REPORTED_PROBLEMS
 
     text = "bad line\n" * (MAX_REPORTED_PROBLEMS + 500) + "GOOD=1\n"
     result = parse_dotenv(text)
