@@ -17,7 +17,7 @@ NODE_STAMP := $(NODE_DIR)/node_modules/.ci-stamp
 help:
 	@echo "make run    - start the service on the embedded defaults (development mode)"
 	@echo "make test   - run the whole test suite"
-	@echo "make lint   - ruff, mypy, buf lint and tsc --strict"
+	@echo "make lint   - ruff, mypy, yamllint, buf lint and tsc --strict"
 	@echo "make bench  - benchmark; prints a table and writes bench/results/latest.json"
 	@echo "make gen    - regenerate service/gen, the Python client's and the TypeScript client's gen from protos/"
 
@@ -64,6 +64,7 @@ gen-check: install
 lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m yamllint --strict docker-compose.yml deploy/ .yamllint
 	$(PY) -m mypy
 	$(MAKE) --no-print-directory node-deps
 	$(NODE_DIR)/node_modules/.bin/buf lint protos
