@@ -28,7 +28,7 @@ from service.crypto.aead import IntegrityError
 from service.crypto.keyring import UnknownMasterKey
 from service.domain import errors as e
 from service.domain.policy import principal_may_use_workspace
-from service.store.db import CONNECTION_ERRORS, call_deadline
+from service.store.pool import CONNECTION_ERRORS, call_deadline
 
 log = logging.getLogger(__name__)
 

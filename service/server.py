@@ -45,7 +45,8 @@ from service.gen.secrets.v1 import (
     resolver_pb2,
     secret_store_pb2,
 )
-from service.store.db import Database, EmbeddedPostgres
+from service.store.embedded import EmbeddedPostgres
+from service.store.pool import Database
 from service.watched import WatchedFile
 
 log = logging.getLogger("service")

@@ -22,7 +22,8 @@ from types import FrameType
 
 from service import devmode
 from service.config import ConfigError, Settings
-from service.store.db import Database, EmbeddedPostgres
+from service.store.embedded import EmbeddedPostgres
+from service.store.pool import Database
 
 log = logging.getLogger("service")
 

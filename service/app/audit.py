@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from service.app.context import Caller
 from service.store import repository as repo
-from service.store.db import UNAVAILABLE_ERRORS, Database
+from service.store.pool import UNAVAILABLE_ERRORS, Database
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import asyncpg
 
 from service.domain.model import Scope
-from service.store.db import Database
+from service.store.pool import Database
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from service.domain.errors import AlreadyExists, FieldViolation, InvalidArgument
 from service.domain.keys import require_email, require_id
 from service.domain.model import Permission
 from service.store import repository as repo
-from service.store.db import Database
+from service.store.pool import Database
 
 
 class DirectoryService:

@@ -40,7 +40,7 @@ from service.domain.limits import MAX_MESSAGE_BYTES
 from service.domain.model import Permission, Scope, SecretRole, Tenant
 from service.domain.resolution import Decision, decide_all, shadowed_keys
 from service.store import repository as repo
-from service.store.db import UNAVAILABLE_ERRORS, Database
+from service.store.pool import UNAVAILABLE_ERRORS, Database
 
 log = logging.getLogger(__name__)
 

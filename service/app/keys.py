@@ -29,7 +29,7 @@ from service.domain.model import Scope, Tenant, TenantKind
 from service.domain.values import SecretValue
 from service.store import datakeys, keychecks
 from service.store import repository as repo
-from service.store.db import Database
+from service.store.pool import Database
 from service.watched import WatchedFile
 
 log = logging.getLogger(__name__)

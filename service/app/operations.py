@@ -23,7 +23,7 @@ from service.domain.limits import MAX_MESSAGE_BYTES
 from service.domain.model import Scope, Tenant, TenantKind
 from service.store import datakeys
 from service.store import repository as repo
-from service.store.db import Database
+from service.store.pool import Database
 
 log = logging.getLogger(__name__)
 

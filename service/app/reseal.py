@@ -21,7 +21,7 @@ from service.domain.errors import DataLoss
 from service.domain.model import Tenant
 from service.store import datakeys
 from service.store import repository as repo
-from service.store.db import Database
+from service.store.pool import Database
 
 log = logging.getLogger(__name__)
 

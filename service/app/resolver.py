@@ -23,7 +23,7 @@ from service.domain.resolution import Candidate, Decision, decide_all
 from service.domain.values import SecretValue
 from service.store import pins as pin_store
 from service.store import repository as repo
-from service.store.db import Database
+from service.store.pool import Database
 
 log = logging.getLogger(__name__)
 

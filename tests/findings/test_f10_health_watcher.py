@@ -29,7 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from service.config import Settings
 from service.crypto.keyring import new_keyring_document, write_private_json
 from service.server import SERVICE_NAMES, Running, start
-from service.store.db import Database
+from service.store.pool import Database
 from tests import pg
 from tests.conftest import write_principals
 from tests.proc import ServerProcess

@@ -195,7 +195,7 @@ def test_a_reload_may_not_drop_or_change_the_serving_primary_whatever_the_counts
 
 def test_usable_says_whether_the_keyring_opens_every_data_key_in_use(tmp_path: Path) -> None:
     from service.app.keys import DataKeys, keyring_source
-    from service.store.db import Database
+    from service.store.pool import Database
     from service.watched import WatchedFile
 
     path = tmp_path / "keyring.json"

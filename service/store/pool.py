@@ -1,27 +1,24 @@
-"""Connection pool, embedded Postgres and schema migrations."""
+"""The asyncpg connection pool: connecting, lending connections and transactions, `ping`, the
+errors that mean "the database is not there right now" (turned into `Unavailable` here, in one
+place), and the deadline of the call being served, which bounds the wait for a connection.
+
+It never knows a table or a query of its own (beyond `SELECT 1`), never sets session state on a
+pooled connection, and leaves the schema to `migrations.py` and development databases to
+`embedded.py`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import contextvars
-import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
-from typing import Any
 
 import asyncpg
 
 from service.domain.errors import Unavailable
-
-log = logging.getLogger(__name__)
-
-# Any constant will do, as long as every replica uses the same one: it serializes migrations when
-# several processes start at once against one database.
-MIGRATION_LOCK_ID = 7_351_902_114
+from service.store.migrations import migrate
 
 # The deadline (time.monotonic()) of the RPC being served, if the caller set one.
 call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("call_deadline", default=None)
@@ -42,51 +39,6 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 # The same, plus the domain error that `Database.connection` turns them into.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (Unavailable, *CONNECTION_ERRORS)
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    name: str
-    sql: str
-
-
-def load_migrations() -> list[Migration]:
-    found: list[Migration] = []
-    for entry in resources.files("service.store").joinpath("migrations").iterdir():
-        name = entry.name
-        if not name.endswith(".sql"):
-            continue
-        number, _, rest = name.partition("_")
-        found.append(Migration(int(number), rest.removesuffix(".sql"), entry.read_text()))
-    found.sort(key=lambda m: m.version)
-    versions = [m.version for m in found]
-    if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(f"migrations must be numbered 1..n without gaps, found {versions}")
-    return found
-
-
-async def migrate(conn: asyncpg.Connection) -> list[int]:
-    """Applies pending migrations in order, in one transaction, under an advisory lock."""
-    applied_now: list[int] = []
-    async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_ID)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        for migration in load_migrations():
-            if migration.version in done:
-                continue
-            await conn.execute(migration.sql)
-            await conn.execute(
-                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", migration.version, migration.name
-            )
-            applied_now.append(migration.version)
-    if applied_now:
-        log.info("applied migrations %s", applied_now)
-    return applied_now
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -169,29 +121,3 @@ class Database:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.pool.close(), timeout=5)
-
-
-class EmbeddedPostgres:
-    """A real Postgres 16 (from the pgserver wheel) in the data dir, for development and tests.
-
-    Its data survives restarts: the directory is initialised once and reused.
-    """
-
-    def __init__(self, pgdata: Path) -> None:
-        self.pgdata = pgdata
-        self._server: Any = None
-
-    def start(self) -> str:
-        import pgserver
-
-        # pgserver logs every command it runs at INFO; its start-up story is not ours to tell.
-        logging.getLogger("pgserver").setLevel(logging.WARNING)
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        get_server = pgserver.get_server  # type: ignore[attr-defined]
-        self._server = get_server(self.pgdata, cleanup_mode="stop")
-        return str(self._server.get_uri())
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.cleanup()
-            self._server = None
