@@ -27,7 +27,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from service.gen.secrets.v1 import common_pb2 as secrets_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsecrets/v1/operations.proto\x12\nsecrets.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17secrets/v1/common.proto\"\x15\n\x13GetKeyStatusRequest\"a\n\x0fMasterKeyStatus\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07primary\x18\x02 \x01(\x08\x12\x19\n\x11wrapped_data_keys\x18\x03 \x01(\x03\x12\x12\n\nin_keyring\x18\x04 \x01(\x08\"Y\n\x14GetKeyStatusResponse\x12\x16\n\x0eprimary_key_id\x18\x01 \x01(\t\x12)\n\x04keys\x18\x02 \x03(\x0b\x32\x1b.secrets.v1.MasterKeyStatus\"\x13\n\x11RotateKeysRequest\"X\n\x12RotateKeysResponse\x12\x16\n\x0eprimary_key_id\x18\x01 \x01(\t\x12\x11\n\trewrapped\x18\x02 \x01(\x03\x12\x17\n\x0f\x61lready_current\x18\x03 \x01(\x03\">\n\x15RotateDataKeysRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x81\x01\n\x16RotateDataKeysResponse\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x16\n\x0eold_generation\x18\x03 \x01(\x05\x12\x16\n\x0enew_generation\x18\x04 \x01(\x05\x12\x10\n\x08resealed\x18\x05 \x01(\x03\"U\n\x16ListAuditEventsRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"J\n\x08\x41uditKey\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x05scope\x18\x02 \x01(\x0e\x32\x11.secrets.v1.Scope\x12\x0f\n\x07version\x18\x03 \x01(\x03\"\xe7\x01\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\"\n\x04keys\x18\x07 \x03(\x0b\x32\x14.secrets.v1.AuditKey\x12\x14\n\x0c\x65xecution_id\x18\x08 \x01(\t\x12\x0f\n\x07outcome\x18\t \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\n \x01(\t\"Z\n\x17ListAuditEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.secrets.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe1\x02\n\nOperations\x12Q\n\x0cGetKeyStatus\x12\x1f.secrets.v1.GetKeyStatusRequest\x1a .secrets.v1.GetKeyStatusResponse\x12K\n\nRotateKeys\x12\x1d.secrets.v1.RotateKeysRequest\x1a\x1e.secrets.v1.RotateKeysResponse\x12W\n\x0eRotateDataKeys\x12!.secrets.v1.RotateDataKeysRequest\x1a\".secrets.v1.RotateDataKeysResponse\x12Z\n\x0fListAuditEvents\x12\".secrets.v1.ListAuditEventsRequest\x1a#.secrets.v1.ListAuditEventsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsecrets/v1/operations.proto\x12\nsecrets.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17secrets/v1/common.proto\"\x15\n\x13GetKeyStatusRequest\"a\n\x0fMasterKeyStatus\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0f\n\x07primary\x18\x02 \x01(\x08\x12\x19\n\x11wrapped_data_keys\x18\x03 \x01(\x03\x12\x12\n\nin_keyring\x18\x04 \x01(\x08\"Y\n\x14GetKeyStatusResponse\x12\x16\n\x0eprimary_key_id\x18\x01 \x01(\t\x12)\n\x04keys\x18\x02 \x03(\x0b\x32\x1b.secrets.v1.MasterKeyStatus\"\x13\n\x11RotateKeysRequest\"X\n\x12RotateKeysResponse\x12\x16\n\x0eprimary_key_id\x18\x01 \x01(\t\x12\x11\n\trewrapped\x18\x02 \x01(\x03\x12\x17\n\x0f\x61lready_current\x18\x03 \x01(\x03\">\n\x15RotateDataKeysRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\"\x81\x01\n\x16RotateDataKeysResponse\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x16\n\x0eold_generation\x18\x03 \x01(\x05\x12\x16\n\x0enew_generation\x18\x04 \x01(\x05\x12\x10\n\x08resealed\x18\x05 \x01(\x03\"\xf4\x01\n\x16ListAuditEventsRequest\x12\x14\n\x0cworkspace_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x11\n\tprincipal\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\t\x12\x0b\n\x03key\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x08\x41uditKey\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x05scope\x18\x02 \x01(\x0e\x32\x11.secrets.v1.Scope\x12\x0f\n\x07version\x18\x03 \x01(\x03\"G\n\x0e\x41uditFailedKey\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x04\x63ode\x18\x02 \x01(\x0e\x32\x1a.secrets.v1.BlockErrorCode\"\xd3\x02\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tprincipal\x18\x03 \x01(\t\x12\x0f\n\x07user_id\x18\x04 \x01(\t\x12\x14\n\x0cworkspace_id\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\"\n\x04keys\x18\x07 \x03(\x0b\x32\x14.secrets.v1.AuditKey\x12\x14\n\x0c\x65xecution_id\x18\x08 \x01(\t\x12\x0f\n\x07outcome\x18\t \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\n \x01(\t\x12$\n\x07trigger\x18\x0b \x01(\x0e\x32\x13.secrets.v1.Trigger\x12\x13\n\x0bworkflow_id\x18\x0c \x01(\t\x12/\n\x0b\x66\x61iled_keys\x18\r \x03(\x0b\x32\x1a.secrets.v1.AuditFailedKey\"Z\n\x17ListAuditEventsResponse\x12&\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x16.secrets.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xe1\x02\n\nOperations\x12Q\n\x0cGetKeyStatus\x12\x1f.secrets.v1.GetKeyStatusRequest\x1a .secrets.v1.GetKeyStatusResponse\x12K\n\nRotateKeys\x12\x1d.secrets.v1.RotateKeysRequest\x1a\x1e.secrets.v1.RotateKeysResponse\x12W\n\x0eRotateDataKeys\x12!.secrets.v1.RotateDataKeysRequest\x1a\".secrets.v1.RotateDataKeysResponse\x12Z\n\x0fListAuditEvents\x12\".secrets.v1.ListAuditEventsRequest\x1a#.secrets.v1.ListAuditEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,14 +48,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ROTATEDATAKEYSREQUEST']._serialized_end=487
   _globals['_ROTATEDATAKEYSRESPONSE']._serialized_start=490
   _globals['_ROTATEDATAKEYSRESPONSE']._serialized_end=619
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=621
-  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=706
-  _globals['_AUDITKEY']._serialized_start=708
-  _globals['_AUDITKEY']._serialized_end=782
-  _globals['_AUDITEVENT']._serialized_start=785
-  _globals['_AUDITEVENT']._serialized_end=1016
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1018
-  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1108
-  _globals['_OPERATIONS']._serialized_start=1111
-  _globals['_OPERATIONS']._serialized_end=1464
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=622
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=866
+  _globals['_AUDITKEY']._serialized_start=868
+  _globals['_AUDITKEY']._serialized_end=942
+  _globals['_AUDITFAILEDKEY']._serialized_start=944
+  _globals['_AUDITFAILEDKEY']._serialized_end=1015
+  _globals['_AUDITEVENT']._serialized_start=1018
+  _globals['_AUDITEVENT']._serialized_end=1357
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=1359
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=1449
+  _globals['_OPERATIONS']._serialized_start=1452
+  _globals['_OPERATIONS']._serialized_end=1805
 # @@protoc_insertion_point(module_scope)

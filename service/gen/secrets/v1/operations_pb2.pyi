@@ -191,26 +191,61 @@ Global___RotateDataKeysResponse: _TypeAlias = RotateDataKeysResponse  # noqa: Y0
 
 @_typing.final
 class ListAuditEventsRequest(_message.Message):
+    """Every filter set must match (AND); an empty filter matches every event."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    PRINCIPAL_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    KEY_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     """Empty for every workspace."""
     page_size: _builtins.int
-    """At most 500; 50 when 0."""
+    """Events per page: 100 when 0, at most 1,000 (larger values are taken as 1,000); negative is
+    INVALID_ARGUMENT. A page also ends before 1 MB of events, so it may hold fewer.
+    """
     page_token: _builtins.str
+    """next_page_token of the previous page, for the same filters; empty for the first page. Any
+    other token (one of another listing or other filters) is INVALID_ARGUMENT.
+    """
+    principal: _builtins.str
+    """The principal (service) that made the call, e.g. "web-editor"."""
+    user_id: _builtins.str
+    """The user the event concerns: the editor's user, the run user of a resolve, the member added."""
+    key: _builtins.str
+    """Events that used this key, or failed on it."""
+    action: _builtins.str
+    """One action, e.g. "inputs.resolve", "secrets.save", "secrets.import"."""
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Events at or after this time."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """Events before this time."""
+
     def __init__(
         self,
         *,
         workspace_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        principal: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        key: _builtins.str = ...,
+        action: _builtins.str = ...,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "end_time", b"end_time", "key", b"key", "page_size", b"page_size", "page_token", b"page_token", "principal", b"principal", "start_time", b"start_time", "user_id", b"user_id", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -242,6 +277,30 @@ class AuditKey(_message.Message):
 Global___AuditKey: _TypeAlias = AuditKey  # noqa: Y015
 
 @_typing.final
+class AuditFailedKey(_message.Message):
+    """A key a resolve could not use, and why."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    code: _common_pb2.BlockErrorCode.ValueType
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        code: _common_pb2.BlockErrorCode.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditFailedKey: _TypeAlias = AuditFailedKey  # noqa: Y015
+
+@_typing.final
 class AuditEvent(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -255,6 +314,9 @@ class AuditEvent(_message.Message):
     EXECUTION_ID_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    TRIGGER_FIELD_NUMBER: _builtins.int
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    FAILED_KEYS_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     principal: _builtins.str
     user_id: _builtins.str
@@ -263,10 +325,17 @@ class AuditEvent(_message.Message):
     execution_id: _builtins.str
     outcome: _builtins.str
     detail: _builtins.str
+    trigger: _common_pb2.Trigger.ValueType
+    """For resolves: how the run started, and its workflow (as the executor or run grant gave it)."""
+    workflow_id: _builtins.str
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditKey]: ...
+    @_builtins.property
+    def failed_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditFailedKey]:
+        """For resolves: the keys that did not resolve (keys lists those used). Names, never values."""
+
     def __init__(
         self,
         *,
@@ -280,10 +349,13 @@ class AuditEvent(_message.Message):
         execution_id: _builtins.str = ...,
         outcome: _builtins.str = ...,
         detail: _builtins.str = ...,
+        trigger: _common_pb2.Trigger.ValueType = ...,
+        workflow_id: _builtins.str = ...,
+        failed_keys: _abc.Iterable[Global___AuditFailedKey] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "detail", b"detail", "execution_id", b"execution_id", "id", b"id", "keys", b"keys", "outcome", b"outcome", "principal", b"principal", "time", b"time", "user_id", b"user_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "detail", b"detail", "execution_id", b"execution_id", "failed_keys", b"failed_keys", "id", b"id", "keys", b"keys", "outcome", b"outcome", "principal", b"principal", "time", b"time", "trigger", b"trigger", "user_id", b"user_id", "workflow_id", b"workflow_id", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -291,11 +363,16 @@ Global___AuditEvent: _TypeAlias = AuditEvent  # noqa: Y015
 
 @_typing.final
 class ListAuditEventsResponse(_message.Message):
+    """Newest first by (time, id): pages continue after the last event listed, so events written
+    meanwhile never shift a listing (no event twice, none skipped).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EVENTS_FIELD_NUMBER: _builtins.int
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditEvent]: ...
     def __init__(

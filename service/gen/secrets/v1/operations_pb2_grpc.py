@@ -86,7 +86,7 @@ class OperationsServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAuditEvents(self, request, context):
-        """Audit events, newest first.
+        """Audit events, newest first, filtered and paged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

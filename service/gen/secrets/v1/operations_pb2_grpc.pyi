@@ -44,7 +44,7 @@ class OperationsStub:
     destroyed. For a data key that may have been exposed.
     """
     ListAuditEvents: _grpc.UnaryUnaryMultiCallable[_operations_pb2.ListAuditEventsRequest, _operations_pb2.ListAuditEventsResponse]
-    """Audit events, newest first."""
+    """Audit events, newest first, filtered and paged."""
 
 @_typing.type_check_only
 class OperationsAsyncStub(OperationsStub):
@@ -61,7 +61,7 @@ class OperationsAsyncStub(OperationsStub):
     destroyed. For a data key that may have been exposed.
     """
     ListAuditEvents: _aio.UnaryUnaryMultiCallable[_operations_pb2.ListAuditEventsRequest, _operations_pb2.ListAuditEventsResponse]  # type: ignore[assignment]
-    """Audit events, newest first."""
+    """Audit events, newest first, filtered and paged."""
 
 class OperationsServicer(metaclass=_abc_1.ABCMeta):
     """Operations is for operators (role "ops"): master keys and the audit log."""
@@ -99,6 +99,6 @@ class OperationsServicer(metaclass=_abc_1.ABCMeta):
         request: _operations_pb2.ListAuditEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_operations_pb2.ListAuditEventsResponse, _abc.Awaitable[_operations_pb2.ListAuditEventsResponse]]:
-        """Audit events, newest first."""
+        """Audit events, newest first, filtered and paged."""
 
 def add_OperationsServicer_to_server(servicer: OperationsServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

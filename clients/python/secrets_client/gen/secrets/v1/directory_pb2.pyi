@@ -161,15 +161,25 @@ class ListWorkspaceMembersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
+    page_size: _builtins.int
+    """Members per page: 100 when 0, at most 1,000 (larger values are taken as 1,000); negative is
+    INVALID_ARGUMENT.
+    """
+    page_token: _builtins.str
+    """next_page_token of the previous page, for the same workspace_id; empty for the first page."""
     def __init__(
         self,
         *,
         workspace_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -177,19 +187,27 @@ Global___ListWorkspaceMembersRequest: _TypeAlias = ListWorkspaceMembersRequest  
 
 @_typing.final
 class ListWorkspaceMembersResponse(_message.Message):
+    """Members by user_id (which never changes, so a listing stays consistent while members are put
+    and removed between pages).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     MEMBERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def members(self) -> _containers.RepeatedCompositeFieldContainer[Global___WorkspaceMember]: ...
     def __init__(
         self,
         *,
         members: _abc.Iterable[Global___WorkspaceMember] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "next_page_token", b"next_page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -71,15 +71,28 @@ class ListSecretsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
+    page_size: _builtins.int
+    """Secrets per page: 100 when 0, at most 1,000 (larger values are taken as 1,000); negative is
+    INVALID_ARGUMENT. A page may hold fewer (it also ends before 1 MB of secrets); only an empty
+    next_page_token means the listing is complete.
+    """
+    page_token: _builtins.str
+    """next_page_token of the previous page, for the same workspace_id and caller; empty for the
+    first page. Any other token is INVALID_ARGUMENT.
+    """
     def __init__(
         self,
         *,
         workspace_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -87,14 +100,26 @@ Global___ListSecretsRequest: _TypeAlias = ListSecretsRequest  # noqa: Y015
 
 @_typing.final
 class ListSecretsResponse(_message.Message):
+    """The workspace's secrets come first, by key, then the caller's personal secrets, by key. Pages
+    continue after the last key listed (keyset paging): while saves happen between pages no key is
+    listed twice and none that existed throughout is skipped; keys created after the listing passed
+    their place are not listed.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKSPACE_SECRETS_FIELD_NUMBER: _builtins.int
     PERSONAL_SECRETS_FIELD_NUMBER: _builtins.int
     WORKSPACE_REVISION_FIELD_NUMBER: _builtins.int
     PERSONAL_REVISION_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     workspace_revision: _builtins.int
+    """The scope revisions when this page was read. To save after listing several pages, use the
+    first page's: a save is then refused (ABORTED) if anything changed while the pages were read.
+    """
     personal_revision: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def workspace_secrets(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.SecretSummary]: ...
     @_builtins.property
@@ -106,10 +131,11 @@ class ListSecretsResponse(_message.Message):
         personal_secrets: _abc.Iterable[_common_pb2.SecretSummary] | None = ...,
         workspace_revision: _builtins.int = ...,
         personal_revision: _builtins.int = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["personal_revision", b"personal_revision", "personal_secrets", b"personal_secrets", "workspace_revision", b"workspace_revision", "workspace_secrets", b"workspace_secrets"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "personal_revision", b"personal_revision", "personal_secrets", b"personal_secrets", "workspace_revision", b"workspace_revision", "workspace_secrets", b"workspace_secrets"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -702,18 +728,26 @@ class ListReferenceableRequest(_message.Message):
 
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
     PREFIX_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     prefix: _builtins.str
     """Only keys that start with this (case sensitive); empty for all."""
+    page_size: _builtins.int
+    """As in ListSecretsRequest: 100 when 0, at most 1,000."""
+    page_token: _builtins.str
+    """next_page_token of the previous page, for the same workspace_id, prefix and caller."""
     def __init__(
         self,
         *,
         workspace_id: _builtins.str = ...,
         prefix: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["prefix", b"prefix", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "prefix", b"prefix", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -756,10 +790,15 @@ Global___ReferenceableKey: _TypeAlias = ReferenceableKey  # noqa: Y015
 
 @_typing.final
 class ListReferenceableResponse(_message.Message):
+    """Workspace keys first, by key, then personal keys, by key, paged like ListSecrets."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     WORKSPACE_FIELD_NUMBER: _builtins.int
     PERSONAL_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Empty on the last page."""
     @_builtins.property
     def workspace(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReferenceableKey]: ...
     @_builtins.property
@@ -769,10 +808,11 @@ class ListReferenceableResponse(_message.Message):
         *,
         workspace: _abc.Iterable[Global___ReferenceableKey] | None = ...,
         personal: _abc.Iterable[Global___ReferenceableKey] | None = ...,
+        next_page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["personal", b"personal", "workspace", b"workspace"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "personal", b"personal", "workspace", b"workspace"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file secrets/v1/directory.proto.
  */
 export const file_secrets_v1_directory: GenFile = /*@__PURE__*/
-  fileDesc("ChpzZWNyZXRzL3YxL2RpcmVjdG9yeS5wcm90bxIKc2VjcmV0cy52MSK+AQoPV29ya3NwYWNlTWVtYmVyEhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg0KBWVtYWlsGAMgASgJEjMKCnBlcm1pc3Npb24YBCABKA4yHy5zZWNyZXRzLnYxLldvcmtzcGFjZVBlcm1pc3Npb24SEAoIZXh0ZXJuYWwYBSABKAgSLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimAEKGVB1dFdvcmtzcGFjZU1lbWJlclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDQoFZW1haWwYAyABKAkSMwoKcGVybWlzc2lvbhgEIAEoDjIfLnNlY3JldHMudjEuV29ya3NwYWNlUGVybWlzc2lvbhIQCghleHRlcm5hbBgFIAEoCCJaChpQdXRXb3Jrc3BhY2VNZW1iZXJSZXNwb25zZRIrCgZtZW1iZXIYASABKAsyGy5zZWNyZXRzLnYxLldvcmtzcGFjZU1lbWJlchIPCgdjcmVhdGVkGAIgASgIIkUKHFJlbW92ZVdvcmtzcGFjZU1lbWJlclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiVAodUmVtb3ZlV29ya3NwYWNlTWVtYmVyUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoCBIiChpzZWNyZXRfbWVtYmVyc2hpcHNfcmVtb3ZlZBgCIAEoAyIzChtMaXN0V29ya3NwYWNlTWVtYmVyc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJIkwKHExpc3RXb3Jrc3BhY2VNZW1iZXJzUmVzcG9uc2USLAoHbWVtYmVycxgBIAMoCzIbLnNlY3JldHMudjEuV29ya3NwYWNlTWVtYmVyMskCCglEaXJlY3RvcnkSYwoSUHV0V29ya3NwYWNlTWVtYmVyEiUuc2VjcmV0cy52MS5QdXRXb3Jrc3BhY2VNZW1iZXJSZXF1ZXN0GiYuc2VjcmV0cy52MS5QdXRXb3Jrc3BhY2VNZW1iZXJSZXNwb25zZRJsChVSZW1vdmVXb3Jrc3BhY2VNZW1iZXISKC5zZWNyZXRzLnYxLlJlbW92ZVdvcmtzcGFjZU1lbWJlclJlcXVlc3QaKS5zZWNyZXRzLnYxLlJlbW92ZVdvcmtzcGFjZU1lbWJlclJlc3BvbnNlEmkKFExpc3RXb3Jrc3BhY2VNZW1iZXJzEicuc2VjcmV0cy52MS5MaXN0V29ya3NwYWNlTWVtYmVyc1JlcXVlc3QaKC5zZWNyZXRzLnYxLkxpc3RXb3Jrc3BhY2VNZW1iZXJzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_secrets_v1_common]);
+  fileDesc("ChpzZWNyZXRzL3YxL2RpcmVjdG9yeS5wcm90bxIKc2VjcmV0cy52MSK+AQoPV29ya3NwYWNlTWVtYmVyEhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEg0KBWVtYWlsGAMgASgJEjMKCnBlcm1pc3Npb24YBCABKA4yHy5zZWNyZXRzLnYxLldvcmtzcGFjZVBlcm1pc3Npb24SEAoIZXh0ZXJuYWwYBSABKAgSLgoKdXBkYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAimAEKGVB1dFdvcmtzcGFjZU1lbWJlclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSDQoFZW1haWwYAyABKAkSMwoKcGVybWlzc2lvbhgEIAEoDjIfLnNlY3JldHMudjEuV29ya3NwYWNlUGVybWlzc2lvbhIQCghleHRlcm5hbBgFIAEoCCJaChpQdXRXb3Jrc3BhY2VNZW1iZXJSZXNwb25zZRIrCgZtZW1iZXIYASABKAsyGy5zZWNyZXRzLnYxLldvcmtzcGFjZU1lbWJlchIPCgdjcmVhdGVkGAIgASgIIkUKHFJlbW92ZVdvcmtzcGFjZU1lbWJlclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkiVAodUmVtb3ZlV29ya3NwYWNlTWVtYmVyUmVzcG9uc2USDwoHcmVtb3ZlZBgBIAEoCBIiChpzZWNyZXRfbWVtYmVyc2hpcHNfcmVtb3ZlZBgCIAEoAyJaChtMaXN0V29ya3NwYWNlTWVtYmVyc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJImUKHExpc3RXb3Jrc3BhY2VNZW1iZXJzUmVzcG9uc2USLAoHbWVtYmVycxgBIAMoCzIbLnNlY3JldHMudjEuV29ya3NwYWNlTWVtYmVyEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCTLJAgoJRGlyZWN0b3J5EmMKElB1dFdvcmtzcGFjZU1lbWJlchIlLnNlY3JldHMudjEuUHV0V29ya3NwYWNlTWVtYmVyUmVxdWVzdBomLnNlY3JldHMudjEuUHV0V29ya3NwYWNlTWVtYmVyUmVzcG9uc2USbAoVUmVtb3ZlV29ya3NwYWNlTWVtYmVyEiguc2VjcmV0cy52MS5SZW1vdmVXb3Jrc3BhY2VNZW1iZXJSZXF1ZXN0Gikuc2VjcmV0cy52MS5SZW1vdmVXb3Jrc3BhY2VNZW1iZXJSZXNwb25zZRJpChRMaXN0V29ya3NwYWNlTWVtYmVycxInLnNlY3JldHMudjEuTGlzdFdvcmtzcGFjZU1lbWJlcnNSZXF1ZXN0Giguc2VjcmV0cy52MS5MaXN0V29ya3NwYWNlTWVtYmVyc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_secrets_v1_common]);
 
 /**
  * @generated from message secrets.v1.WorkspaceMember
@@ -173,6 +173,21 @@ export type ListWorkspaceMembersRequest = Message<"secrets.v1.ListWorkspaceMembe
    * @generated from field: string workspace_id = 1;
    */
   workspaceId: string;
+
+  /**
+   * Members per page: 100 when 0, at most 1,000 (larger values are taken as 1,000); negative is
+   * INVALID_ARGUMENT.
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * next_page_token of the previous page, for the same workspace_id; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
 };
 
 /**
@@ -183,6 +198,9 @@ export const ListWorkspaceMembersRequestSchema: GenMessage<ListWorkspaceMembersR
   messageDesc(file_secrets_v1_directory, 5);
 
 /**
+ * Members by user_id (which never changes, so a listing stays consistent while members are put
+ * and removed between pages).
+ *
  * @generated from message secrets.v1.ListWorkspaceMembersResponse
  */
 export type ListWorkspaceMembersResponse = Message<"secrets.v1.ListWorkspaceMembersResponse"> & {
@@ -190,6 +208,13 @@ export type ListWorkspaceMembersResponse = Message<"secrets.v1.ListWorkspaceMemb
    * @generated from field: repeated secrets.v1.WorkspaceMember members = 1;
    */
   members: WorkspaceMember[];
+
+  /**
+   * Empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
 };
 
 /**

@@ -6,7 +6,7 @@ import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegen
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
-import type { Scope } from "./common_pb.js";
+import type { BlockErrorCode, Scope, Trigger } from "./common_pb.js";
 import { file_secrets_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file secrets/v1/operations.proto.
  */
 export const file_secrets_v1_operations: GenFile = /*@__PURE__*/
-  fileDesc("ChtzZWNyZXRzL3YxL29wZXJhdGlvbnMucHJvdG8SCnNlY3JldHMudjEiFQoTR2V0S2V5U3RhdHVzUmVxdWVzdCJhCg9NYXN0ZXJLZXlTdGF0dXMSDgoGa2V5X2lkGAEgASgJEg8KB3ByaW1hcnkYAiABKAgSGQoRd3JhcHBlZF9kYXRhX2tleXMYAyABKAMSEgoKaW5fa2V5cmluZxgEIAEoCCJZChRHZXRLZXlTdGF0dXNSZXNwb25zZRIWCg5wcmltYXJ5X2tleV9pZBgBIAEoCRIpCgRrZXlzGAIgAygLMhsuc2VjcmV0cy52MS5NYXN0ZXJLZXlTdGF0dXMiEwoRUm90YXRlS2V5c1JlcXVlc3QiWAoSUm90YXRlS2V5c1Jlc3BvbnNlEhYKDnByaW1hcnlfa2V5X2lkGAEgASgJEhEKCXJld3JhcHBlZBgCIAEoAxIXCg9hbHJlYWR5X2N1cnJlbnQYAyABKAMiPgoVUm90YXRlRGF0YUtleXNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIoEBChZSb3RhdGVEYXRhS2V5c1Jlc3BvbnNlEhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhYKDm9sZF9nZW5lcmF0aW9uGAMgASgFEhYKDm5ld19nZW5lcmF0aW9uGAQgASgFEhAKCHJlc2VhbGVkGAUgASgDIlUKFkxpc3RBdWRpdEV2ZW50c1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIkoKCEF1ZGl0S2V5EgsKA2tleRgBIAEoCRIgCgVzY29wZRgCIAEoDjIRLnNlY3JldHMudjEuU2NvcGUSDwoHdmVyc2lvbhgDIAEoAyLnAQoKQXVkaXRFdmVudBIKCgJpZBgBIAEoAxIoCgR0aW1lGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwcmluY2lwYWwYAyABKAkSDwoHdXNlcl9pZBgEIAEoCRIUCgx3b3Jrc3BhY2VfaWQYBSABKAkSDgoGYWN0aW9uGAYgASgJEiIKBGtleXMYByADKAsyFC5zZWNyZXRzLnYxLkF1ZGl0S2V5EhQKDGV4ZWN1dGlvbl9pZBgIIAEoCRIPCgdvdXRjb21lGAkgASgJEg4KBmRldGFpbBgKIAEoCSJaChdMaXN0QXVkaXRFdmVudHNSZXNwb25zZRImCgZldmVudHMYASADKAsyFi5zZWNyZXRzLnYxLkF1ZGl0RXZlbnQSFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJMuECCgpPcGVyYXRpb25zElEKDEdldEtleVN0YXR1cxIfLnNlY3JldHMudjEuR2V0S2V5U3RhdHVzUmVxdWVzdBogLnNlY3JldHMudjEuR2V0S2V5U3RhdHVzUmVzcG9uc2USSwoKUm90YXRlS2V5cxIdLnNlY3JldHMudjEuUm90YXRlS2V5c1JlcXVlc3QaHi5zZWNyZXRzLnYxLlJvdGF0ZUtleXNSZXNwb25zZRJXCg5Sb3RhdGVEYXRhS2V5cxIhLnNlY3JldHMudjEuUm90YXRlRGF0YUtleXNSZXF1ZXN0GiIuc2VjcmV0cy52MS5Sb3RhdGVEYXRhS2V5c1Jlc3BvbnNlEloKD0xpc3RBdWRpdEV2ZW50cxIiLnNlY3JldHMudjEuTGlzdEF1ZGl0RXZlbnRzUmVxdWVzdBojLnNlY3JldHMudjEuTGlzdEF1ZGl0RXZlbnRzUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_timestamp, file_secrets_v1_common]);
+  fileDesc("ChtzZWNyZXRzL3YxL29wZXJhdGlvbnMucHJvdG8SCnNlY3JldHMudjEiFQoTR2V0S2V5U3RhdHVzUmVxdWVzdCJhCg9NYXN0ZXJLZXlTdGF0dXMSDgoGa2V5X2lkGAEgASgJEg8KB3ByaW1hcnkYAiABKAgSGQoRd3JhcHBlZF9kYXRhX2tleXMYAyABKAMSEgoKaW5fa2V5cmluZxgEIAEoCCJZChRHZXRLZXlTdGF0dXNSZXNwb25zZRIWCg5wcmltYXJ5X2tleV9pZBgBIAEoCRIpCgRrZXlzGAIgAygLMhsuc2VjcmV0cy52MS5NYXN0ZXJLZXlTdGF0dXMiEwoRUm90YXRlS2V5c1JlcXVlc3QiWAoSUm90YXRlS2V5c1Jlc3BvbnNlEhYKDnByaW1hcnlfa2V5X2lkGAEgASgJEhEKCXJld3JhcHBlZBgCIAEoAxIXCg9hbHJlYWR5X2N1cnJlbnQYAyABKAMiPgoVUm90YXRlRGF0YUtleXNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJIoEBChZSb3RhdGVEYXRhS2V5c1Jlc3BvbnNlEhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIPCgd1c2VyX2lkGAIgASgJEhYKDm9sZF9nZW5lcmF0aW9uGAMgASgFEhYKDm5ld19nZW5lcmF0aW9uGAQgASgFEhAKCHJlc2VhbGVkGAUgASgDIvQBChZMaXN0QXVkaXRFdmVudHNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIRCglwcmluY2lwYWwYBCABKAkSDwoHdXNlcl9pZBgFIAEoCRILCgNrZXkYBiABKAkSDgoGYWN0aW9uGAcgASgJEi4KCnN0YXJ0X3RpbWUYCCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEiwKCGVuZF90aW1lGAkgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCJKCghBdWRpdEtleRILCgNrZXkYASABKAkSIAoFc2NvcGUYAiABKA4yES5zZWNyZXRzLnYxLlNjb3BlEg8KB3ZlcnNpb24YAyABKAMiRwoOQXVkaXRGYWlsZWRLZXkSCwoDa2V5GAEgASgJEigKBGNvZGUYAiABKA4yGi5zZWNyZXRzLnYxLkJsb2NrRXJyb3JDb2RlItMCCgpBdWRpdEV2ZW50EgoKAmlkGAEgASgDEigKBHRpbWUYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXByaW5jaXBhbBgDIAEoCRIPCgd1c2VyX2lkGAQgASgJEhQKDHdvcmtzcGFjZV9pZBgFIAEoCRIOCgZhY3Rpb24YBiABKAkSIgoEa2V5cxgHIAMoCzIULnNlY3JldHMudjEuQXVkaXRLZXkSFAoMZXhlY3V0aW9uX2lkGAggASgJEg8KB291dGNvbWUYCSABKAkSDgoGZGV0YWlsGAogASgJEiQKB3RyaWdnZXIYCyABKA4yEy5zZWNyZXRzLnYxLlRyaWdnZXISEwoLd29ya2Zsb3dfaWQYDCABKAkSLwoLZmFpbGVkX2tleXMYDSADKAsyGi5zZWNyZXRzLnYxLkF1ZGl0RmFpbGVkS2V5IloKF0xpc3RBdWRpdEV2ZW50c1Jlc3BvbnNlEiYKBmV2ZW50cxgBIAMoCzIWLnNlY3JldHMudjEuQXVkaXRFdmVudBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAky4QIKCk9wZXJhdGlvbnMSUQoMR2V0S2V5U3RhdHVzEh8uc2VjcmV0cy52MS5HZXRLZXlTdGF0dXNSZXF1ZXN0GiAuc2VjcmV0cy52MS5HZXRLZXlTdGF0dXNSZXNwb25zZRJLCgpSb3RhdGVLZXlzEh0uc2VjcmV0cy52MS5Sb3RhdGVLZXlzUmVxdWVzdBoeLnNlY3JldHMudjEuUm90YXRlS2V5c1Jlc3BvbnNlElcKDlJvdGF0ZURhdGFLZXlzEiEuc2VjcmV0cy52MS5Sb3RhdGVEYXRhS2V5c1JlcXVlc3QaIi5zZWNyZXRzLnYxLlJvdGF0ZURhdGFLZXlzUmVzcG9uc2USWgoPTGlzdEF1ZGl0RXZlbnRzEiIuc2VjcmV0cy52MS5MaXN0QXVkaXRFdmVudHNSZXF1ZXN0GiMuc2VjcmV0cy52MS5MaXN0QXVkaXRFdmVudHNSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_secrets_v1_common]);
 
 /**
  * @generated from message secrets.v1.GetKeyStatusRequest
@@ -199,6 +199,8 @@ export const RotateDataKeysResponseSchema: GenMessage<RotateDataKeysResponse> = 
   messageDesc(file_secrets_v1_operations, 6);
 
 /**
+ * Every filter set must match (AND); an empty filter matches every event.
+ *
  * @generated from message secrets.v1.ListAuditEventsRequest
  */
 export type ListAuditEventsRequest = Message<"secrets.v1.ListAuditEventsRequest"> & {
@@ -210,16 +212,62 @@ export type ListAuditEventsRequest = Message<"secrets.v1.ListAuditEventsRequest"
   workspaceId: string;
 
   /**
-   * At most 500; 50 when 0.
+   * Events per page: 100 when 0, at most 1,000 (larger values are taken as 1,000); negative is
+   * INVALID_ARGUMENT. A page also ends before 1 MB of events, so it may hold fewer.
    *
    * @generated from field: int32 page_size = 2;
    */
   pageSize: number;
 
   /**
+   * next_page_token of the previous page, for the same filters; empty for the first page. Any
+   * other token (one of another listing or other filters) is INVALID_ARGUMENT.
+   *
    * @generated from field: string page_token = 3;
    */
   pageToken: string;
+
+  /**
+   * The principal (service) that made the call, e.g. "web-editor".
+   *
+   * @generated from field: string principal = 4;
+   */
+  principal: string;
+
+  /**
+   * The user the event concerns: the editor's user, the run user of a resolve, the member added.
+   *
+   * @generated from field: string user_id = 5;
+   */
+  userId: string;
+
+  /**
+   * Events that used this key, or failed on it.
+   *
+   * @generated from field: string key = 6;
+   */
+  key: string;
+
+  /**
+   * One action, e.g. "inputs.resolve", "secrets.save", "secrets.import".
+   *
+   * @generated from field: string action = 7;
+   */
+  action: string;
+
+  /**
+   * Events at or after this time.
+   *
+   * @generated from field: google.protobuf.Timestamp start_time = 8;
+   */
+  startTime?: Timestamp | undefined;
+
+  /**
+   * Events before this time.
+   *
+   * @generated from field: google.protobuf.Timestamp end_time = 9;
+   */
+  endTime?: Timestamp | undefined;
 };
 
 /**
@@ -255,6 +303,30 @@ export type AuditKey = Message<"secrets.v1.AuditKey"> & {
  */
 export const AuditKeySchema: GenMessage<AuditKey> = /*@__PURE__*/
   messageDesc(file_secrets_v1_operations, 8);
+
+/**
+ * A key a resolve could not use, and why.
+ *
+ * @generated from message secrets.v1.AuditFailedKey
+ */
+export type AuditFailedKey = Message<"secrets.v1.AuditFailedKey"> & {
+  /**
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * @generated from field: secrets.v1.BlockErrorCode code = 2;
+   */
+  code: BlockErrorCode;
+};
+
+/**
+ * Describes the message secrets.v1.AuditFailedKey.
+ * Use `create(AuditFailedKeySchema)` to create a new message.
+ */
+export const AuditFailedKeySchema: GenMessage<AuditFailedKey> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_operations, 9);
 
 /**
  * @generated from message secrets.v1.AuditEvent
@@ -309,6 +381,25 @@ export type AuditEvent = Message<"secrets.v1.AuditEvent"> & {
    * @generated from field: string detail = 10;
    */
   detail: string;
+
+  /**
+   * For resolves: how the run started, and its workflow (as the executor or run grant gave it).
+   *
+   * @generated from field: secrets.v1.Trigger trigger = 11;
+   */
+  trigger: Trigger;
+
+  /**
+   * @generated from field: string workflow_id = 12;
+   */
+  workflowId: string;
+
+  /**
+   * For resolves: the keys that did not resolve (keys lists those used). Names, never values.
+   *
+   * @generated from field: repeated secrets.v1.AuditFailedKey failed_keys = 13;
+   */
+  failedKeys: AuditFailedKey[];
 };
 
 /**
@@ -316,9 +407,12 @@ export type AuditEvent = Message<"secrets.v1.AuditEvent"> & {
  * Use `create(AuditEventSchema)` to create a new message.
  */
 export const AuditEventSchema: GenMessage<AuditEvent> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_operations, 9);
+  messageDesc(file_secrets_v1_operations, 10);
 
 /**
+ * Newest first by (time, id): pages continue after the last event listed, so events written
+ * meanwhile never shift a listing (no event twice, none skipped).
+ *
  * @generated from message secrets.v1.ListAuditEventsResponse
  */
 export type ListAuditEventsResponse = Message<"secrets.v1.ListAuditEventsResponse"> & {
@@ -328,6 +422,8 @@ export type ListAuditEventsResponse = Message<"secrets.v1.ListAuditEventsRespons
   events: AuditEvent[];
 
   /**
+   * Empty on the last page.
+   *
    * @generated from field: string next_page_token = 2;
    */
   nextPageToken: string;
@@ -338,7 +434,7 @@ export type ListAuditEventsResponse = Message<"secrets.v1.ListAuditEventsRespons
  * Use `create(ListAuditEventsResponseSchema)` to create a new message.
  */
 export const ListAuditEventsResponseSchema: GenMessage<ListAuditEventsResponse> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_operations, 10);
+  messageDesc(file_secrets_v1_operations, 11);
 
 /**
  * Operations is for operators (role "ops"): master keys and the audit log.
@@ -379,7 +475,7 @@ export const Operations: GenService<{
     output: typeof RotateDataKeysResponseSchema;
   },
   /**
-   * Audit events, newest first.
+   * Audit events, newest first, filtered and paged.
    *
    * @generated from rpc secrets.v1.Operations.ListAuditEvents
    */
