@@ -6,10 +6,10 @@ from datetime import datetime
 
 from google.protobuf import timestamp_pb2
 
+from service.app.results import SecretSummary
 from service.domain.errors import FieldViolation, InvalidArgument
 from service.domain.model import Permission, Scope, SecretRole, Trigger
 from service.gen.secrets.v1 import common_pb2 as common
-from service.store import repository as repo
 
 
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -52,7 +52,7 @@ def trigger(value: int) -> Trigger | None:
         return None
 
 
-def summary(row: repo.SecretRow, shadowed: bool = False) -> common.SecretSummary:
+def summary(row: SecretSummary, shadowed: bool = False) -> common.SecretSummary:
     return common.SecretSummary(
         key=row.key,
         scope=int(row.scope),  # type: ignore[arg-type]

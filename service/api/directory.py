@@ -9,15 +9,15 @@ import grpc
 from service.api import convert
 from service.api.common import caller
 from service.app.directory import DirectoryService
+from service.app.results import WorkspaceMember
 from service.errors import rpc
 from service.gen.secrets.v1 import directory_pb2 as pb
 from service.gen.secrets.v1 import directory_pb2_grpc as pb_grpc
-from service.store import repository as repo
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
 
-def member_to_proto(m: repo.MemberRow) -> pb.WorkspaceMember:
+def member_to_proto(m: WorkspaceMember) -> pb.WorkspaceMember:
     return pb.WorkspaceMember(
         workspace_id=m.workspace_id,
         user_id=m.user_id,

@@ -10,16 +10,14 @@ from service.api import convert
 from service.api.common import caller
 from service.api.inputs import PathSizes, Site, sites_in_blocks
 from service.app.editor import Details, EditorService
+from service.app.results import SecretSummary
 from service.domain.batch import Change, OpKind
 from service.domain.errors import ResourceExhausted
 from service.domain.limits import MAX_MESSAGE_BYTES
-from service.domain.model import Scope, Trigger
-from service.domain.resolution import run_user_for
 from service.domain.values import SecretValue
 from service.errors import rpc
 from service.gen.secrets.v1 import secret_store_pb2 as pb
 from service.gen.secrets.v1 import secret_store_pb2_grpc as pb_grpc
-from service.store import repository as repo
 
 Ctx = grpc.aio.ServicerContext[Any, Any]
 
@@ -67,7 +65,7 @@ def details_to_proto(details: Details) -> pb.SecretDetails:
     )
 
 
-def referenceable(row: repo.SecretRow, shadowed: bool) -> pb.ReferenceableKey:
+def referenceable(row: SecretSummary, shadowed: bool) -> pb.ReferenceableKey:
     return pb.ReferenceableKey(
         key=row.key,
         scope=int(row.scope),  # type: ignore[arg-type]
@@ -219,31 +217,25 @@ class SecretStoreServicer(pb_grpc.SecretStoreServicer):
     async def ExplainReferences(
         self, request: pb.ExplainReferencesRequest, context: Ctx
     ) -> pb.ExplainReferencesResponse:
-        who = caller()
-        trigger = convert.trigger(request.trigger)
-        clicker = request.triggering_user_id or (who.user_id if trigger is Trigger.MANUAL else "")
-        run_user = run_user_for(trigger, clicker, request.workflow_owner_id)
-        sites_per_block, decisions = await self._editor.explain(
-            who,
+        run_user, sites_per_block, explained = await self._editor.explain(
+            caller(),
             request.workspace_id,
-            run_user,
+            convert.trigger(request.trigger),
+            request.triggering_user_id,
+            request.workflow_owner_id,
             lambda: _walk_for_explain(request),
         )
         response = pb.ExplainReferencesResponse(run_user_id=run_user)
-        found = [(b.block_id, site) for b, sites in zip(request.blocks, sites_per_block, strict=True) for site in sites]
-        for block_id, site in found:
-            for ref in site.template.references:
-                decision = decisions[ref.key]
-                item = response.references.add(block_id=block_id, field_path=site.path, key=ref.key)
-                if decision.chosen is not None:
-                    item.scope = int(decision.chosen.scope)  # type: ignore[assignment]
-                    # Another user's personal secret: its existence decides the run, but its
-                    # metadata is theirs (SPEC 2.2), so the version stays hidden.
-                    hidden = decision.chosen.scope is Scope.PERSONAL and run_user != who.user_id
-                    item.version = 0 if hidden else decision.chosen.version
-                    item.message = f"resolves to the {decision.chosen.scope.name.lower()} secret"
-                else:
-                    assert decision.error is not None
-                    item.problem = int(decision.error)  # type: ignore[assignment]
-                    item.message = f"{decision.error.name}: {decision.reason}"
+        for block, sites in zip(request.blocks, sites_per_block, strict=True):
+            for site in sites:
+                for ref in site.template.references:
+                    what = explained[ref.key]
+                    item = response.references.add(
+                        block_id=block.block_id, field_path=site.path, key=ref.key, message=what.message
+                    )
+                    if what.scope is not None:
+                        item.scope = int(what.scope)  # type: ignore[assignment]
+                        item.version = what.version
+                    if what.problem is not None:
+                        item.problem = int(what.problem)  # type: ignore[assignment]
         return response

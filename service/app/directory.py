@@ -7,6 +7,7 @@ import asyncpg
 from service.app.audit import audit_record
 from service.app.cache import Changes, workspace_tag
 from service.app.context import Caller
+from service.app.results import WorkspaceMember, member_of
 from service.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from service.domain.keys import require_email, require_id
 from service.domain.model import Permission
@@ -21,7 +22,7 @@ class DirectoryService:
 
     async def put_member(
         self, caller: Caller, workspace_id: str, user_id: str, email: str, permission: Permission | None, external: bool
-    ) -> tuple[repo.MemberRow, bool]:
+    ) -> tuple[WorkspaceMember, bool]:
         require_id("workspace_id", workspace_id)
         require_id("user_id", user_id)
         email = require_email(email)
@@ -43,7 +44,7 @@ class DirectoryService:
             await repo.insert_audit(
                 conn, audit_record(caller, workspace_id, "member.put", user_id=user_id, detail=detail)
             )
-        return member, created
+        return member_of(member), created
 
     async def remove_member(self, caller: Caller, workspace_id: str, user_id: str) -> tuple[bool, int]:
         """Removes a member and, in the same transaction, their memberships of the workspace's
@@ -61,7 +62,7 @@ class DirectoryService:
             )
         return removed, roles
 
-    async def list_members(self, workspace_id: str) -> list[repo.MemberRow]:
+    async def list_members(self, workspace_id: str) -> list[WorkspaceMember]:
         require_id("workspace_id", workspace_id)
         async with self._db.connection() as conn:
-            return await repo.list_members(conn, workspace_id)
+            return [member_of(m) for m in await repo.list_members(conn, workspace_id)]

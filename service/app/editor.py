@@ -15,6 +15,7 @@ from service.app.audit import audit_record
 from service.app.cache import Changes, scope_tag, workspace_tag
 from service.app.context import Caller
 from service.app.keys import DataKeys
+from service.app.results import Explained, SecretSummary, VersionInfo, summary_of, version_of
 from service.crypto.envelope import DataKey, seal
 from service.domain import batch, policy
 from service.domain.dotenv import DotenvResult, parse_dotenv
@@ -28,25 +29,27 @@ from service.domain.errors import (
     ResourceExhausted,
     RevisionConflict,
 )
-from service.domain.keys import (
+from service.domain.keys import key_problem, require_email, require_id
+from service.domain.limits import (
     MAX_DESCRIPTION_LENGTH,
     MAX_DISPLAY_NAME_LENGTH,
+    MAX_IMPORT_ENTRIES,
     MAX_KEY_LENGTH,
-    key_problem,
-    require_email,
-    require_id,
+    MAX_MESSAGE_BYTES,
+    VERSIONS_KEPT,
 )
-from service.domain.limits import MAX_MESSAGE_BYTES
-from service.domain.model import Permission, Scope, SecretRole, Tenant
-from service.domain.resolution import Decision, decide_all, shadowed_keys
+from service.domain.model import Permission, Scope, SecretRole, Tenant, Trigger
+from service.domain.resolution import (
+    decide_all,
+    explained_version,
+    explanation,
+    run_user_to_explain,
+    shadowed_keys,
+)
 from service.store import repository as repo
 from service.store.pool import UNAVAILABLE_ERRORS, Database
 
 log = logging.getLogger(__name__)
-
-# A 10,000-line .env is the import the benchmark times; twice that is still one reasonable
-# transaction. The text itself is bounded by the gRPC message limit (4 MiB).
-MAX_IMPORT_ENTRIES = 20_000
 
 
 def require_key(key: str, field: str = "key") -> None:
@@ -61,8 +64,8 @@ def owner_of(scope: Scope, workspace_id: str, caller: Caller) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Listing:
-    workspace: list[repo.SecretRow]
-    personal: list[repo.SecretRow]
+    workspace: list[SecretSummary]
+    personal: list[SecretSummary]
     # Personal keys that a workspace key of the same name hides at run time.
     shadowed: frozenset[str]
     workspace_revision: int
@@ -85,9 +88,9 @@ class MemberView:
 
 @dataclass(frozen=True, slots=True)
 class Details:
-    secret: repo.SecretRow
+    secret: SecretSummary
     members: list[MemberView]
-    versions: list[repo.VersionRow]
+    versions: list[VersionInfo]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +111,8 @@ class ImportResult:
 
 @dataclass(frozen=True, slots=True)
 class Referenceable:
-    workspace: list[repo.SecretRow]
-    personal: list[repo.SecretRow]
+    workspace: list[SecretSummary]
+    personal: list[SecretSummary]
     shadowed: frozenset[str]
 
 
@@ -181,7 +184,7 @@ class EditorService:
             permission, workspace, personal = await self._both_scopes(conn, caller, workspace_id)
             w_rev, p_rev = await repo.revisions(conn, workspace_id, caller.user_id)
         shadowed = shadowed_keys(permission, [s.candidate for s in workspace], [s.candidate for s in personal])
-        return Listing(workspace, personal, shadowed, w_rev, p_rev)
+        return Listing([summary_of(s) for s in workspace], [summary_of(s) for s in personal], shadowed, w_rev, p_rev)
 
     @audit_refusals("secrets.referenceable")
     async def list_referenceable(self, caller: Caller, workspace_id: str, prefix: str) -> Referenceable:
@@ -198,7 +201,7 @@ class EditorService:
         ]
         mine = [s for s in personal if s.key.startswith(prefix)]
         shadowed = shadowed_keys(permission, [s.candidate for s in workspace], [s.candidate for s in mine])
-        return Referenceable(usable, mine, shadowed)
+        return Referenceable([summary_of(s) for s in usable], [summary_of(s) for s in mine], shadowed)
 
     # -- saving --------------------------------------------------------------------------------
 
@@ -385,7 +388,7 @@ class EditorService:
             for op in ops
             if op.kind is batch.OpKind.UPDATE and op.value is not None
         ]
-        await repo.add_versions(conn, user, updates, keep=batch.VERSIONS_KEPT)
+        await repo.add_versions(conn, user, updates, keep=VERSIONS_KEPT)
 
     async def _rename(
         self, conn: asyncpg.Connection, scope: Scope, data_key: DataKey, user: str, row: repo.SecretRow, new_key: str
@@ -430,7 +433,7 @@ class EditorService:
                 )
                 for m in await repo.secret_members(conn, row.id, workspace_id)
             ]
-        return Details(row, members, await repo.versions_of(conn, row.id))
+        return Details(summary_of(row), members, [version_of(v) for v in await repo.versions_of(conn, row.id)])
 
     @audit_refusals("secret.get")
     async def get_secret(self, caller: Caller, workspace_id: str, scope: Scope, key: str) -> Details:
@@ -574,7 +577,7 @@ class EditorService:
                         restored_from=version,
                     )
                 ],
-                keep=batch.VERSIONS_KEPT,
+                keep=VERSIONS_KEPT,
             )
             await repo.set_revision(conn, scope, owner, revision + 1)
             await repo.insert_audit(
@@ -595,21 +598,41 @@ class EditorService:
 
     @audit_refusals("references.explain")
     async def explain(
-        self, caller: Caller, workspace_id: str, run_user_id: str, find_keys: Callable[[], tuple[T, list[str]]]
-    ) -> tuple[T, dict[str, Decision]]:
-        """What a run by `run_user_id` would use for each key that `find_keys` finds; values are
-        never opened. `find_keys` (the walk of the request's inputs) runs only once the caller is
-        known to be allowed to ask: the walk is the costly part."""
+        self,
+        caller: Caller,
+        workspace_id: str,
+        trigger: Trigger | None,
+        triggering_user_id: str,
+        workflow_owner_id: str,
+        find_keys: Callable[[], tuple[T, list[str]]],
+    ) -> tuple[str, T, dict[str, Explained]]:
+        """The run user, and what a run of theirs would use for each key that `find_keys` finds;
+        values are never opened. `find_keys` (the walk of the request's inputs) runs only once the
+        caller is known to be allowed to ask: the walk is the costly part."""
         require_id("workspace_id", workspace_id)
+        run_user_id = run_user_to_explain(trigger, triggering_user_id, workflow_owner_id, caller.user_id)
         async with self._db.connection() as conn:
             permission = await repo.permission_of(conn, workspace_id, caller.user_id)
         policy.require_explain(permission, caller.user_id, run_user_id, workspace_id)
         found, keys = find_keys()
         if not keys:
-            return found, {}
+            return run_user_id, found, {}
         async with self._db.connection() as conn:
             snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys)
-        return found, decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows])
+        decisions = decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows])
+        return (
+            run_user_id,
+            found,
+            {
+                key: Explained(
+                    d.chosen.scope if d.chosen is not None else None,
+                    explained_version(d, run_user_id, caller.user_id),
+                    d.error,
+                    explanation(d),
+                )
+                for key, d in decisions.items()
+            },
+        )
 
 
 # Texts up to this size are parsed on the event loop (well under a millisecond); larger ones in a

@@ -13,10 +13,10 @@ from service.app.audit import AuditBuffer
 from service.app.cache import ResolveCache
 from service.app.context import Caller
 from service.app.keys import DataKeys, data_loss
-from service.app.pins import PIN_TTL_SECONDS, Pin, RunPins
+from service.app.pins import Pin, RunPins
 from service.crypto.aead import IntegrityError
 from service.crypto.envelope import Prepared, prepare
-from service.domain.batch import VERSIONS_KEPT
+from service.domain.limits import PIN_TTL_SECONDS, VERSIONS_KEPT
 from service.domain.model import BlockErrorCode, Scope, Tenant
 from service.domain.policy import can_use_workspace_secret
 from service.domain.resolution import Candidate, Decision, decide_all

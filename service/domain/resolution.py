@@ -27,6 +27,33 @@ def run_user_for(trigger: Trigger | None, triggering_user_id: str, workflow_owne
     return workflow_owner_id
 
 
+def run_user_to_explain(
+    trigger: Trigger | None, triggering_user_id: str, workflow_owner_id: str, caller_user_id: str
+) -> str:
+    """The run user of an explained run: as for a real run, except that an editor explaining a
+    manual run without naming who clicks Run explains their own."""
+    clicker = triggering_user_id or (caller_user_id if trigger is Trigger.MANUAL else "")
+    return run_user_for(trigger, clicker, workflow_owner_id)
+
+
+def explained_version(decision: Decision, run_user_id: str, caller_user_id: str) -> int:
+    """The version an explanation shows: 0 for another user's personal secret, whose existence
+    decides the run but whose metadata is theirs (SPEC 2.2)."""
+    chosen = decision.chosen
+    if chosen is None:
+        return 0
+    if chosen.scope is Scope.PERSONAL and run_user_id != caller_user_id:
+        return 0
+    return chosen.version
+
+
+def explanation(decision: Decision) -> str:
+    if decision.chosen is not None:
+        return f"resolves to the {decision.chosen.scope.name.lower()} secret"
+    assert decision.error is not None
+    return f"{decision.error.name}: {decision.reason}"
+
+
 @dataclass(frozen=True, slots=True)
 class Candidate:
     """A stored secret that could serve a key, as the resolver sees it (no value)."""
