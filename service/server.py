@@ -26,7 +26,8 @@ from service.api.registry import RequestBudget, add_servicer
 from service.api.resolver import ResolverServicer
 from service.api.secret_store import SecretStoreServicer
 from service.app.audit import AuditBuffer
-from service.app.cache import Changes, Invalidations, ResolveCache
+from service.app.cache import ResolveCache
+from service.app.changes import Changes
 from service.app.directory import DirectoryService
 from service.app.editor import EditorService
 from service.app.grants import GrantCodec, GrantService, StoppedGrants
@@ -46,6 +47,7 @@ from service.gen.secrets.v1 import (
     secret_store_pb2,
 )
 from service.store.embedded import EmbeddedPostgres
+from service.store.notify import Invalidations
 from service.store.pool import Database
 from service.watched import WatchedFile
 

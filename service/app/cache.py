@@ -1,10 +1,10 @@
 """An in-memory cache of what a resolve reads from Postgres (membership and sealed rows), kept
-coherent across replicas with Postgres LISTEN/NOTIFY.
+coherent across replicas by the change notifications of service/store/notify.py.
 
-Every transaction that changes what a resolve could read sends `NOTIFY secrets_changed, '<tag>'`
-(tags: `w:<workspace>` and `u:<user>`), delivered to every replica when it commits. Each replica
-listens on a connection of its own and drops the entries carrying that tag; the replica that made
-the change drops them at once, before its call returns.
+Every transaction that changes what a resolve could read notifies its tags (`w:<workspace>` and
+`u:<user>`; `Changes` in service/app/changes.py), delivered to every replica when it commits. Each
+replica's listener (`store.notify.Invalidations`) drops the entries carrying that tag; the replica
+that made the change drops them at once, before its call returns.
 
 What it costs: a resolve on another replica may see the previous state for the moment the
 notification is in flight (sub-millisecond on one host). Guards: entries are only stored if no
@@ -12,29 +12,21 @@ invalidation happened while they were being read (no stale refill); they expire 
 seconds whatever happens; and while the listener is disconnected the cache is cleared and not
 used at all, so a lost notification can never leave a stale entry behind.
 
+This module owns the entries and the tag names; it never talks to Postgres (no connection, no
+LISTEN, no NOTIFY) and never decides which writes invalidate what.
+
 Only sealed bytes are cached, never a value: values are opened per resolve.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import json
-import logging
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
-
-import asyncpg
+from typing import Generic, TypeVar
 
 from service.domain.model import Scope
-from service.store.pool import Database
-
-log = logging.getLogger(__name__)
-
-CHANNEL = "secrets_changed"
 
 
 def workspace_tag(workspace_id: str) -> str:
@@ -130,132 +122,6 @@ class ResolveCache(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-class Follower(Protocol):
-    """Something else kept current by the same notifications (the stopped run grants)."""
-
-    def listening(self) -> None: ...  # (re)connected: anything before may have been missed
-    def changed(self, tags: list[str]) -> None: ...
-    def lost(self) -> None: ...  # disconnected: notifications may be missed from now on
-
-
-class Invalidations:
-    """Listens for change notifications on a dedicated connection and applies them to the cache;
-    reconnects with backoff, and keeps the cache off while it cannot listen."""
-
-    def __init__(self, url: str, cache: ResolveCache[Any]) -> None:
-        self._url = url
-        self._cache = cache
-        self._task: asyncio.Task[None] | None = None
-        self._lost = asyncio.Event()
-        self.followers: list[Follower] = []
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="cache-invalidations")
-
-    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        tags = decode_tags(payload)
-        if tags is None:
-            # Not a payload this service sent: drop everything rather than guess which entries
-            # it meant (failing closed costs one round trip per resolve until they refill).
-            log.error("cache invalidation with an unreadable payload; clearing the resolve cache")
-            self._cache.clear()
-            for follower in self.followers:
-                follower.listening()  # start over from the database
-            return
-        self._cache.invalidate(tags)
-        for follower in self.followers:
-            follower.changed(tags)
-
-    def _on_terminate(self, conn: Any) -> None:
-        self._cache.enabled = False
-        self._cache.clear()
-        for follower in self.followers:
-            follower.lost()
-        self._lost.set()
-
-    async def _run(self) -> None:
-        delay = 0.2
-        while True:
-            conn: asyncpg.Connection | None = None
-            try:
-                conn = await asyncpg.connect(self._url, timeout=5)
-                self._lost.clear()
-                conn.add_termination_listener(self._on_terminate)
-                await conn.add_listener(CHANNEL, self._on_notify)
-                # Anything cached before listening could have missed a notification.
-                self._cache.clear()
-                self._cache.enabled = True
-                for follower in self.followers:
-                    follower.listening()
-                delay = 0.2
-                # A listening connection gets no traffic of its own; poll it so that a dead
-                # server is noticed even when nothing is being changed.
-                while not self._lost.is_set():
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._lost.wait(), timeout=2.0)
-                    if not self._lost.is_set():
-                        await conn.fetchval("SELECT 1", timeout=2.0)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("invalidation listener down: %s", type(exc).__name__)
-            finally:
-                self._cache.enabled = False
-                self._cache.clear()
-                for follower in self.followers:
-                    follower.lost()
-                if conn is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(conn.close(), timeout=1)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-
-async def notify(conn: asyncpg.Connection, tags: Iterable[str]) -> None:
-    """Queues a change notification inside the caller's transaction; Postgres delivers it to
-    every listener when (and only if) the transaction commits."""
-    await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, encode_tags(tags))
-
-
-def encode_tags(tags: Iterable[str]) -> str:
-    """The notification payload: a JSON array, because ids may hold any character a separator
-    could be (a comma-joined list split `w:a,b` into `w:a` and `b`, and the member removed from
-    workspace `a,b` kept resolving until the entry expired)."""
-    return json.dumps(sorted(set(tags)))
-
-
-def decode_tags(payload: str) -> list[str] | None:
-    try:
-        tags = json.loads(payload)
-    except ValueError:
-        return None
-    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
-        return None
-    return tags
-
-
-class Changes:
-    """Transactions that change what resolves read: they notify every replica on commit and
-    drop this replica's entries right after."""
-
-    def __init__(self, db: Database, cache: ResolveCache[Any]) -> None:
-        self._db = db
-        self._cache = cache
-
-    @contextlib.asynccontextmanager
-    async def transaction(self, *tags: str) -> AsyncIterator[asyncpg.Connection]:
-        async with self._db.transaction() as conn:
-            yield conn
-            await notify(conn, tags)
-        self._cache.invalidate(tags)
 
 
 def scope_tag(scope: Scope, owner_id: str) -> str:

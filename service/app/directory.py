@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncpg
 
 from service.app.audit import audit_record
-from service.app.cache import Changes, workspace_tag
+from service.app.cache import workspace_tag
+from service.app.changes import Changes
 from service.app.context import Caller
 from service.app.results import WorkspaceMember, member_of
 from service.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound

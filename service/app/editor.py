@@ -12,7 +12,8 @@ from typing import Any, TypeVar
 import asyncpg
 
 from service.app.audit import audit_record
-from service.app.cache import Changes, scope_tag, workspace_tag
+from service.app.cache import scope_tag, workspace_tag
+from service.app.changes import Changes
 from service.app.context import Caller
 from service.app.keys import DataKeys
 from service.app.results import Explained, SecretSummary, VersionInfo, summary_of, version_of

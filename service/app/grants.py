@@ -15,7 +15,7 @@ database keeps the grant's id and metadata (table run_grants), which say whether
 or its run ended.
 
 Revocation reaches every replica through the change notifications the resolve cache listens to
-(service/app/cache.py): `RevokeRunGrant` and `EndRun` notify the tag `g:<grant id>:<expiry>` for
+(service/store/notify.py): `RevokeRunGrant` and `EndRun` notify the tag `g:<grant id>:<expiry>` for
 each grant they stop (`g*`, "reload", when there are too many for one notification). Each
 replica keeps the set of stopped grants that have not expired yet, loaded when its listener
 connects and updated on each notification; the replica that made the change updates its own set
@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from service.app.cache import notify
 from service.app.context import Caller
 from service.app.pins import RunPins, pins_tag
 from service.crypto.keyring import Keyring, UnknownMasterKey
@@ -54,6 +53,7 @@ from service.domain.resolution import run_user_for
 from service.store import grants as store
 from service.store import pins as pin_store
 from service.store import repository as repo
+from service.store.notify import notify
 from service.store.pool import Database
 from service.watched import WatchedFile
 
@@ -200,7 +200,7 @@ class GrantCodec:
 
 class StoppedGrants:
     """This replica's set of revoked and ended grants that have not expired (see the module
-    docstring); follows the change notifications of service/app/cache.py `Invalidations`."""
+    docstring); follows the change notifications of service/store/notify.py `Invalidations`."""
 
     def __init__(self, db: Database) -> None:
         self._db = db

@@ -122,7 +122,7 @@ def keyring_source(path: Path | None, keyring: Keyring) -> KeyringFile:
 
 
 def key_tag(tenant: Tenant) -> str:
-    """The change-notification tag (service/app/cache.py) that says a tenant's data keys changed."""
+    """The change-notification tag (service/store/notify.py) that says a tenant's data keys changed."""
     return f"k:{tenant}"
 
 
@@ -209,7 +209,7 @@ class DataKeys:
         """Drops the tenant's cached keys (its generations changed); reloaded on next use."""
         self._cache.pop(tenant, None)
 
-    # A follower of the change notifications (service/app/cache.py Follower; server.py wires it),
+    # A follower of the change notifications (service/store/notify.py Follower; server.py wires it),
     # so a data-key rotation on another replica reaches this cache.
 
     def changed(self, tags: Sequence[str]) -> None:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from service.app.audit import AuditBuffer, audit_record
-from service.app.cache import notify, scope_tag
+from service.app.cache import scope_tag
 from service.app.context import Caller
 from service.app.keys import DataKeys, key_tag
 from service.crypto.aead import IntegrityError
@@ -23,6 +23,7 @@ from service.domain.limits import MAX_MESSAGE_BYTES
 from service.domain.model import Scope, Tenant, TenantKind
 from service.store import datakeys
 from service.store import repository as repo
+from service.store.notify import notify
 from service.store.pool import Database
 
 log = logging.getLogger(__name__)

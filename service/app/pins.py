@@ -71,7 +71,7 @@ RunKey = tuple[str, str]  # workspace, execution
 
 class RunPins:
     """This replica's map of run pins (see the module docstring); follows the change notifications
-    of service/app/cache.py `Invalidations` to drop the pins of ended runs."""
+    of service/store/notify.py `Invalidations` to drop the pins of ended runs."""
 
     def __init__(self, max_runs: int = MAX_RUNS, max_pins: int = MAX_PINS, max_bytes: int = MAX_BYTES) -> None:
         self.max_runs = max_runs

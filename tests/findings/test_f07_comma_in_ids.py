@@ -11,10 +11,10 @@ from pathlib import Path
 
 import grpc
 
-from service.app.cache import decode_tags, encode_tags
 from service.config import Settings
 from service.gen.secrets.v1 import directory_pb2 as dpb
 from service.server import start
+from service.store.notify import decode_tags, encode_tags
 from tests.api import ADMIN, Api, W, set_, to_dict, uid
 from tests.conftest import metadata
 
