@@ -30,6 +30,7 @@ import asyncpg
 from secrets_client import DirectoryClient, EditorClient
 from secrets_client.grants import OrchestratorClient
 
+from bench.progress import Progress
 from service.auth import hash_token
 from service.crypto.keyring import new_keyring_document, write_private_json
 
@@ -251,7 +252,10 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def interleaved(loader: Loader, rounds: int, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
+def interleaved(
+    loader: Loader, rounds: int, seconds: float, label: str = "measuring"
+) -> tuple[dict[str, float], dict[str, float]]:
+    progress = Progress(label, rounds, "rounds")
     loader.run("health", 1.0)  # warm-up: connections, statement caches, data-key cache
     loader.run("resolve", 1.0, resolve_request())
     health: list[dict[str, Any]] = []
@@ -262,15 +266,18 @@ def interleaved(loader: Loader, rounds: int, seconds: float) -> tuple[dict[str, 
         for mode in order:
             result = loader.run(mode, seconds, resolve_request() if mode == "resolve" else None)
             (health if mode == "health" else resolve).append(result)
+        progress.update(i + 1)  # between rounds, outside every measured call
+    progress.finish(rounds)
     return summarize(health), summarize(resolve)
 
 
 def interleaved_with_grant(
-    loader: Loader, rounds: int, seconds: float, grant: str
+    loader: Loader, rounds: int, seconds: float, grant: str, label: str = "measuring"
 ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """`interleaved`, with a third mode: the same resolve carrying a run grant (the request also
     repeats the grant's run, so every field is compared). The order rotates every round."""
     granted_request = {**resolve_request(), "grant": grant}
+    progress = Progress(label, rounds, "rounds")
     loader.run("health", 1.0)
     loader.run("resolve", 1.0, resolve_request())
     loader.run("resolve", 1.0, granted_request)
@@ -281,6 +288,8 @@ def interleaved_with_grant(
         for mode in names[i % 3 :] + names[: i % 3]:
             request = modes[mode]
             results[mode].append(loader.run("health" if request is None else "resolve", seconds, request))
+        progress.update(i + 1)  # between rounds, outside every measured call
+    progress.finish(rounds)
     return summarize(results["health"]), summarize(results["resolve"]), summarize(results["granted"])
 
 
@@ -319,6 +328,7 @@ async def fill(database_url: str, total: int) -> int:
         need = total - have
         batch = 100_000
         made = 0
+        progress = Progress("  filling", max(need, 0), "secrets")
         while made < need:
             n = min(batch, need - made)
             start = have + made  # keeps names unique across calls
@@ -332,6 +342,8 @@ async def fill(database_url: str, total: int) -> int:
                 columns=["scope", "owner_id", "key", "version", "sealed", "created_by", "updated_by"],
             )
             made += n
+            progress.update(made)
+        progress.finish(max(made, 0))
         await conn.execute("ANALYZE secrets")
         return int(await conn.fetchval("SELECT count(*) FROM secrets"))
     finally:
@@ -430,15 +442,15 @@ async def main() -> int:
         loaders += [loader, uncached_loader]
         grant = await issue_grant(address, tokens)
         print(f"phase 1: {stored_small:,} stored secrets (resolves with and without a run grant)", file=sys.stderr)
-        *small_pair, granted = interleaved_with_grant(loader, ROUNDS, SECONDS, grant)
+        *small_pair, granted = interleaved_with_grant(loader, ROUNDS, SECONDS, grant, "  resolve cache on")
         small = (small_pair[0], small_pair[1])
-        small_uncached = interleaved(uncached_loader, ROUNDS, SECONDS)
+        small_uncached = interleaved(uncached_loader, ROUNDS, SECONDS, "  resolve cache off")
         print("phase 2: 10,000-line import", file=sys.stderr)
         import_seconds = await time_import(address, tokens)
         print(f"phase 3: filling to {BIG:,} stored secrets", file=sys.stderr)
         stored_big = await fill(database_url, BIG)
-        big = interleaved(loader, ROUNDS, SECONDS)
-        big_uncached = interleaved(uncached_loader, ROUNDS, SECONDS)
+        big = interleaved(loader, ROUNDS, SECONDS, "  resolve cache on")
+        big_uncached = interleaved(uncached_loader, ROUNDS, SECONDS, "  resolve cache off")
         rss = peak_rss_mib(server.pid)
         ratios = phase_ratios(small, big)
         ratios["granted_throughput_ratio"] = granted["throughput_rps"] / small[0]["throughput_rps"]
