@@ -10,7 +10,6 @@ from service.api import convert
 from service.api.common import caller
 from service.app.directory import DirectoryService
 from service.app.results import WorkspaceMember
-from service.errors import rpc
 from service.gen.secrets.v1 import directory_pb2 as pb
 from service.gen.secrets.v1 import directory_pb2_grpc as pb_grpc
 
@@ -32,7 +31,6 @@ class DirectoryServicer(pb_grpc.DirectoryServicer):
     def __init__(self, directory: DirectoryService) -> None:
         self._directory = directory
 
-    @rpc
     async def PutWorkspaceMember(
         self, request: pb.PutWorkspaceMemberRequest, context: Ctx
     ) -> pb.PutWorkspaceMemberResponse:
@@ -46,16 +44,14 @@ class DirectoryServicer(pb_grpc.DirectoryServicer):
         )
         return pb.PutWorkspaceMemberResponse(member=member_to_proto(member), created=created)
 
-    @rpc
     async def RemoveWorkspaceMember(
         self, request: pb.RemoveWorkspaceMemberRequest, context: Ctx
     ) -> pb.RemoveWorkspaceMemberResponse:
         removed, roles = await self._directory.remove_member(caller(), request.workspace_id, request.user_id)
         return pb.RemoveWorkspaceMemberResponse(removed=removed, secret_memberships_removed=roles)
 
-    @rpc
     async def ListWorkspaceMembers(
         self, request: pb.ListWorkspaceMembersRequest, context: Ctx
     ) -> pb.ListWorkspaceMembersResponse:
-        members = await self._directory.list_members(request.workspace_id)
-        return pb.ListWorkspaceMembersResponse(members=[member_to_proto(m) for m in members])
+        members, token = await self._directory.list_members(request.workspace_id, request.page_size, request.page_token)
+        return pb.ListWorkspaceMembersResponse(members=[member_to_proto(m) for m in members], next_page_token=token)

@@ -9,7 +9,6 @@ import grpc
 from service.api import convert
 from service.api.common import caller
 from service.app.operations import OperationsService
-from service.errors import rpc
 from service.gen.secrets.v1 import operations_pb2 as pb
 from service.gen.secrets.v1 import operations_pb2_grpc as pb_grpc
 
@@ -20,7 +19,6 @@ class OperationsServicer(pb_grpc.OperationsServicer):
     def __init__(self, operations: OperationsService) -> None:
         self._ops = operations
 
-    @rpc
     async def GetKeyStatus(self, request: pb.GetKeyStatusRequest, context: Ctx) -> pb.GetKeyStatusResponse:
         status = await self._ops.key_status()
         return pb.GetKeyStatusResponse(
@@ -31,14 +29,12 @@ class OperationsServicer(pb_grpc.OperationsServicer):
             ],
         )
 
-    @rpc
     async def RotateKeys(self, request: pb.RotateKeysRequest, context: Ctx) -> pb.RotateKeysResponse:
         result = await self._ops.rotate(caller())
         return pb.RotateKeysResponse(
             primary_key_id=result.primary, rewrapped=result.rewrapped, already_current=result.already_current
         )
 
-    @rpc
     async def RotateDataKeys(self, request: pb.RotateDataKeysRequest, context: Ctx) -> pb.RotateDataKeysResponse:
         result = await self._ops.rotate_data_keys(caller(), request.workspace_id, request.user_id)
         return pb.RotateDataKeysResponse(
@@ -49,7 +45,6 @@ class OperationsServicer(pb_grpc.OperationsServicer):
             resealed=result.resealed,
         )
 
-    @rpc
     async def ListAuditEvents(self, request: pb.ListAuditEventsRequest, context: Ctx) -> pb.ListAuditEventsResponse:
         rows, token = await self._ops.audit_events(request.workspace_id, request.page_size, request.page_token)
         return pb.ListAuditEventsResponse(

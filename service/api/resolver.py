@@ -18,7 +18,6 @@ from service.domain.keys import require_id
 from service.domain.limits import MAX_INPUT_DEPTH, MAX_MESSAGE_BYTES
 from service.domain.policy import principal_may_use_workspace
 from service.domain.resolution import block_error_message, run_user_for
-from service.errors import rpc
 from service.gen.secrets.v1 import common_pb2 as common
 from service.gen.secrets.v1 import resolver_pb2 as pb
 from service.gen.secrets.v1 import resolver_pb2_grpc as pb_grpc
@@ -54,7 +53,6 @@ class ResolverServicer(pb_grpc.ResolverServicer):
         self._resolver = resolver
         self._grants = grants
 
-    @rpc
     async def ResolveInputs(
         self, request: pb.ResolveInputsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResolveInputsResponse:
@@ -139,7 +137,6 @@ class ResolverServicer(pb_grpc.ResolverServicer):
             raise PermissionDenied("trigger differs from the run grant's; leave it unspecified or send the grant's")
         return grant
 
-    @rpc
     async def IssueRunGrant(
         self, request: pb.IssueRunGrantRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.IssueRunGrantResponse:
@@ -158,14 +155,12 @@ class ResolverServicer(pb_grpc.ResolverServicer):
         response.expires_at.FromSeconds(int(grant.expires_at))
         return response
 
-    @rpc
     async def RevokeRunGrant(
         self, request: pb.RevokeRunGrantRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.RevokeRunGrantResponse:
         revoked = await self._grants.revoke(caller(), request.workspace_id, request.grant, request.grant_id)
         return pb.RevokeRunGrantResponse(revoked=revoked)
 
-    @rpc
     async def EndRun(self, request: pb.EndRunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.EndRunResponse:
         ended = await self._grants.end_run(caller(), request.workspace_id, request.execution_id)
         return pb.EndRunResponse(grants_ended=ended)

@@ -15,7 +15,6 @@ from service.domain.batch import Change, OpKind
 from service.domain.errors import ResourceExhausted
 from service.domain.limits import MAX_MESSAGE_BYTES
 from service.domain.values import SecretValue
-from service.errors import rpc
 from service.gen.secrets.v1 import secret_store_pb2 as pb
 from service.gen.secrets.v1 import secret_store_pb2_grpc as pb_grpc
 
@@ -105,17 +104,16 @@ class SecretStoreServicer(pb_grpc.SecretStoreServicer):
     def __init__(self, editor: EditorService) -> None:
         self._editor = editor
 
-    @rpc
     async def ListSecrets(self, request: pb.ListSecretsRequest, context: Ctx) -> pb.ListSecretsResponse:
-        listing = await self._editor.list_secrets(caller(), request.workspace_id)
+        listing = await self._editor.list_secrets(caller(), request.workspace_id, request.page_size, request.page_token)
         return pb.ListSecretsResponse(
             workspace_secrets=[convert.summary(s) for s in listing.workspace],
             personal_secrets=[convert.summary(s, s.key in listing.shadowed) for s in listing.personal],
             workspace_revision=listing.workspace_revision,
             personal_revision=listing.personal_revision,
+            next_page_token=listing.next_page_token,
         )
 
-    @rpc
     async def SaveSecrets(self, request: pb.SaveSecretsRequest, context: Ctx) -> pb.SaveSecretsResponse:
         result = await self._editor.save_secrets(
             caller(),
@@ -137,7 +135,6 @@ class SecretStoreServicer(pb_grpc.SecretStoreServicer):
             ],
         )
 
-    @rpc
     async def ImportDotenv(self, request: pb.ImportDotenvRequest, context: Ctx) -> pb.ImportDotenvResponse:
         result = await self._editor.import_dotenv(
             caller(),
@@ -158,14 +155,12 @@ class SecretStoreServicer(pb_grpc.SecretStoreServicer):
             dry_run=result.dry_run,
         )
 
-    @rpc
     async def GetSecret(self, request: pb.GetSecretRequest, context: Ctx) -> pb.GetSecretResponse:
         details = await self._editor.get_secret(
             caller(), request.workspace_id, convert.scope(request.scope), request.key
         )
         return pb.GetSecretResponse(secret=details_to_proto(details))
 
-    @rpc
     async def UpdateSecretDetails(
         self, request: pb.UpdateSecretDetailsRequest, context: Ctx
     ) -> pb.UpdateSecretDetailsResponse:
@@ -180,21 +175,18 @@ class SecretStoreServicer(pb_grpc.SecretStoreServicer):
         )
         return pb.UpdateSecretDetailsResponse(secret=details_to_proto(details))
 
-    @rpc
     async def SetSecretMember(self, request: pb.SetSecretMemberRequest, context: Ctx) -> pb.SetSecretMemberResponse:
         details = await self._editor.set_member(
             caller(), request.workspace_id, request.key, request.email, convert.secret_role(request.role)
         )
         return pb.SetSecretMemberResponse(secret=details_to_proto(details))
 
-    @rpc
     async def RemoveSecretMember(
         self, request: pb.RemoveSecretMemberRequest, context: Ctx
     ) -> pb.RemoveSecretMemberResponse:
         details = await self._editor.remove_member(caller(), request.workspace_id, request.key, request.email)
         return pb.RemoveSecretMemberResponse(secret=details_to_proto(details))
 
-    @rpc
     async def RestoreSecretVersion(
         self, request: pb.RestoreSecretVersionRequest, context: Ctx
     ) -> pb.RestoreSecretVersionResponse:
@@ -203,17 +195,18 @@ class SecretStoreServicer(pb_grpc.SecretStoreServicer):
         )
         return pb.RestoreSecretVersionResponse(secret=details_to_proto(details))
 
-    @rpc
     async def ListReferenceable(
         self, request: pb.ListReferenceableRequest, context: Ctx
     ) -> pb.ListReferenceableResponse:
-        found = await self._editor.list_referenceable(caller(), request.workspace_id, request.prefix)
+        found = await self._editor.list_referenceable(
+            caller(), request.workspace_id, request.prefix, request.page_size, request.page_token
+        )
         return pb.ListReferenceableResponse(
             workspace=[referenceable(s, False) for s in found.workspace],
             personal=[referenceable(s, s.key in found.shadowed) for s in found.personal],
+            next_page_token=found.next_page_token,
         )
 
-    @rpc
     async def ExplainReferences(
         self, request: pb.ExplainReferencesRequest, context: Ctx
     ) -> pb.ExplainReferencesResponse:

@@ -1,4 +1,4 @@
-"""Domain exceptions. One module (service.errors) maps them to gRPC status codes.
+"""Domain exceptions. One module (service/api/errors.py) maps them to gRPC status codes.
 
 Messages are shown to callers, so they must never contain a secret value: they name keys,
 fields, lines and indexes only.
@@ -47,8 +47,20 @@ class AlreadyExists(DomainError):
     pass
 
 
+@dataclass(frozen=True)
+class PreconditionViolation:
+    """One reason a change was refused (google.rpc.PreconditionFailure): its kind (`type`, e.g.
+    SECRET_IN_USE), what it is about (`subject`, e.g. workflows/<id>) and why."""
+
+    type: str
+    subject: str
+    description: str
+
+
 class FailedPrecondition(DomainError):
-    pass
+    def __init__(self, message: str, violations: list[PreconditionViolation] | None = None) -> None:
+        super().__init__(message)
+        self.violations = violations or []
 
 
 class ResourceExhausted(DomainError):
@@ -65,6 +77,10 @@ class RevisionConflict(DomainError):
         )
         self.expected = expected
         self.current = current
+
+
+class Aborted(DomainError):
+    """A concurrent change made the call fail as a whole; nothing was written, and it may be retried."""
 
 
 class Unavailable(DomainError):

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import time
 from collections.abc import AsyncIterator
 
 import asyncpg
 
-from service.domain.errors import Unavailable
+from service.calls import call_deadline
+from service.domain.errors import Aborted, AlreadyExists, Unavailable
 from service.store.migrations import migrate
-
-# The deadline (time.monotonic()) of the RPC being served, if the caller set one.
-call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("call_deadline", default=None)
 
 # Errors that mean "the database is not there right now", as opposed to a bug in a query.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -39,6 +36,12 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 )
 # The same, plus the domain error that `Database.connection` turns them into.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (Unavailable, *CONNECTION_ERRORS)
+# Serialization failures and deadlocks: the transaction was rolled back whole and can be retried.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+    asyncpg.LockNotAvailableError,
+)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -85,8 +88,17 @@ class Database:
                     # trying to reset (and complaining about) a connection with no server.
                     conn.terminate()
                     raise
+        # What the database says about a call is the caller's to retry or fix, never INTERNAL; it
+        # leaves the store as a domain error. The messages are ours: the database's own may quote
+        # the row it refused.
         except CONNECTION_ERRORS as exc:
             raise Unavailable(f"the database is unavailable ({type(exc).__name__}); retry shortly") from exc
+        except RETRYABLE_ERRORS as exc:
+            raise Aborted("the call conflicted with a concurrent change; retry it") from exc
+        except asyncpg.UniqueViolationError as exc:
+            raise AlreadyExists("it already exists (a concurrent call created it)") from exc
+        except asyncpg.QueryCanceledError as exc:
+            raise Unavailable("the database took too long; retry shortly") from exc
 
     @contextlib.asynccontextmanager
     async def transaction(self, timeout: float = 5.0) -> AsyncIterator[asyncpg.Connection]:
