@@ -1,0 +1,18 @@
+-- Issue 10 item 5: audit events an investigator can use, and an operator can keep for a while.
+-- Names, ids and codes only; never a value.
+
+-- For resolves: how the run started (the Trigger enum's number; 0 when not a resolve), its
+-- workflow, and the keys that failed ([{"key": ..., "code": BlockErrorCode}]) beside the keys
+-- used (`keys`). Constant defaults: adding them rewrites nothing.
+ALTER TABLE audit_events ADD COLUMN trigger smallint NOT NULL DEFAULT 0;
+ALTER TABLE audit_events ADD COLUMN workflow_id text NOT NULL DEFAULT '';
+ALTER TABLE audit_events ADD COLUMN failed_keys jsonb NOT NULL DEFAULT '[]';
+
+-- ListAuditEvents' filters, each with the listing's order (at DESC, id DESC) so that a filtered
+-- page reads only its own rows. Workspace and time exist already (0001).
+CREATE INDEX audit_events_user_time ON audit_events (user_id, at DESC, id DESC);
+CREATE INDEX audit_events_principal_time ON audit_events (principal, at DESC, id DESC);
+CREATE INDEX audit_events_action_time ON audit_events (action, at DESC, id DESC);
+-- "Which events used or failed on KEY": containment (@>) on the two key lists.
+CREATE INDEX audit_events_keys ON audit_events USING gin (keys jsonb_path_ops);
+CREATE INDEX audit_events_failed_keys ON audit_events USING gin (failed_keys jsonb_path_ops);
