@@ -13,8 +13,9 @@ every `docker compose up`, so it creates each file only if it is absent and neve
   principals file was made in the same run. Keep it away from the server (the server needs the
   hashes only): hand each token to its caller, then delete the file.
 
-`--owner UID:GID` gives the files it creates to that user (the init step runs as root and the
-server as 10001). Nothing is printed but which files were made or kept: never a token.
+`--owner UID:GID` gives KEYS_DIR and the files it creates to that user (the init step runs as
+root, the server as 10001, and an operator adding a master key later runs as 10001 too, writing
+beside the keyring). Nothing is printed but which files were made or kept: never a token.
 """
 
 from __future__ import annotations
@@ -70,9 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=ROLE[,ROLE]",
         help="a principal to create (repeatable); default: one per role, named after it",
     )
-    parser.add_argument("--owner", type=_owner, metavar="UID:GID", help="give the files created to this user")
+    parser.add_argument(
+        "--owner", type=_owner, metavar="UID:GID", help="give KEYS_DIR and the files created to this user"
+    )
     opts = parser.parse_args(argv)
 
+    opts.keys_dir.mkdir(parents=True, exist_ok=True)
     made: list[Path] = []
     keyring = opts.keys_dir / KEYRING
     if keyring.exists():
@@ -104,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if opts.owner is not None:
         uid, gid = opts.owner
-        for path in made:
+        for path in [opts.keys_dir, *made]:
             os.chown(path, uid, gid)
     return 0
 
