@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -11,16 +12,18 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from service.app import listings
 from service.app.audit import audit_record
 from service.app.cache import scope_tag, workspace_tag
 from service.app.changes import Changes
 from service.app.context import Caller
-from service.app.keys import DataKeys
+from service.app.keys import DataKeys, SecretDataLoss
 from service.app.results import Explained, SecretSummary, VersionInfo, summary_of, version_of
 from service.crypto.envelope import DataKey, seal
 from service.domain import batch, policy
 from service.domain.dotenv import DotenvResult, parse_dotenv
 from service.domain.errors import (
+    DataLoss,
     DomainError,
     FailedPrecondition,
     FieldViolation,
@@ -35,7 +38,6 @@ from service.domain.limits import (
     MAX_DESCRIPTION_LENGTH,
     MAX_DISPLAY_NAME_LENGTH,
     MAX_IMPORT_ENTRIES,
-    MAX_KEY_LENGTH,
     MAX_MESSAGE_BYTES,
     VERSIONS_KEPT,
 )
@@ -45,7 +47,6 @@ from service.domain.resolution import (
     explained_version,
     explanation,
     run_user_to_explain,
-    shadowed_keys,
 )
 from service.store import repository as repo
 from service.store.pool import UNAVAILABLE_ERRORS, Database
@@ -71,6 +72,8 @@ class Listing:
     shadowed: frozenset[str]
     workspace_revision: int
     personal_revision: int
+    # Empty on the last page.
+    next_page_token: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,16 +98,8 @@ class Details:
 
 
 @dataclass(frozen=True, slots=True)
-class ImportLine:
-    key: str
-    line: int
-    action: str  # "created", "updated", "unchanged" or "skipped"
-    note: str
-
-
-@dataclass(frozen=True, slots=True)
 class ImportResult:
-    entries: list[ImportLine]
+    entries: list[batch.ImportLine]
     problems: list[tuple[int, str]]
     revision: int
     dry_run: bool
@@ -115,21 +110,23 @@ class Referenceable:
     workspace: list[SecretSummary]
     personal: list[SecretSummary]
     shadowed: frozenset[str]
+    next_page_token: str = ""
 
 
 T = TypeVar("T")
 
 
 def audit_refusals(action: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
-    """Records refused attempts (no permission, or a stale revision) in the audit log. The
-    attempt's own transaction rolled back, so the record gets a transaction of its own."""
+    """Records refused attempts (no permission, or a stale revision) and values that failed
+    authentication (DATA_LOSS) in the audit log. The attempt's own transaction rolled back, so the
+    record gets a transaction of its own."""
 
     def wrap(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         @functools.wraps(method)
         async def audited(self: EditorService, caller: Caller, workspace_id: str, *args: Any, **kwargs: Any) -> T:
             try:
                 return await method(self, caller, workspace_id, *args, **kwargs)
-            except (PermissionDenied, RevisionConflict) as exc:
+            except (PermissionDenied, RevisionConflict, DataLoss) as exc:
                 await self._record_refusal(caller, workspace_id, action, exc)
                 raise
 
@@ -146,10 +143,14 @@ class EditorService:
         self._parse_slots = asyncio.Semaphore(PARSE_SLOTS)
 
     async def _record_refusal(self, caller: Caller, workspace_id: str, action: str, exc: DomainError) -> None:
-        outcome = "conflict" if isinstance(exc, RevisionConflict) else "denied"
+        outcome = (
+            "conflict" if isinstance(exc, RevisionConflict) else "data_loss" if isinstance(exc, DataLoss) else "denied"
+        )
         try:
             async with self._db.transaction() as conn:
                 record = audit_record(caller, workspace_id[:200], action, outcome=outcome, detail=exc.message)
+                if isinstance(exc, SecretDataLoss):
+                    record = dataclasses.replace(record, failed_keys=((exc.key, 0),))
                 await repo.insert_audit(conn, record)
         except UNAVAILABLE_ERRORS:
             log.warning("could not record a refused %s in the audit log: the database is unavailable", action)
@@ -167,42 +168,36 @@ class EditorService:
 
     # -- listing -------------------------------------------------------------------------------
 
-    async def _both_scopes(
-        self, conn: asyncpg.Connection, caller: Caller, workspace_id: str
-    ) -> tuple[Permission, list[repo.SecretRow], list[repo.SecretRow]]:
-        """The caller's permission (members only) with the workspace's and their own secrets."""
-        permission = policy.require_member(
-            await repo.permission_of(conn, workspace_id, caller.user_id), caller.user_id, workspace_id
-        )
-        workspace = await repo.list_secrets(conn, Scope.WORKSPACE, workspace_id, caller.user_id)
-        personal = await repo.list_secrets(conn, Scope.PERSONAL, caller.user_id, caller.user_id)
-        return permission, workspace, personal
-
     @audit_refusals("secrets.list")
-    async def list_secrets(self, caller: Caller, workspace_id: str) -> Listing:
-        require_id("workspace_id", workspace_id)
-        async with self._db.connection() as conn:
-            permission, workspace, personal = await self._both_scopes(conn, caller, workspace_id)
-            w_rev, p_rev = await repo.revisions(conn, workspace_id, caller.user_id)
-        shadowed = shadowed_keys(permission, [s.candidate for s in workspace], [s.candidate for s in personal])
-        return Listing([summary_of(s) for s in workspace], [summary_of(s) for s in personal], shadowed, w_rev, p_rev)
+    async def list_secrets(
+        self, caller: Caller, workspace_id: str, page_size: int = 0, page_token: str = ""
+    ) -> Listing:
+        """One page of the workspace's secrets then the caller's personal ones (app/listings.py)."""
+        page = await listings.secrets_page(self._db, caller, workspace_id, page_size, page_token)
+        return Listing(
+            [summary_of(s) for s in page.workspace],
+            [summary_of(s) for s in page.personal],
+            page.shadowed,
+            page.workspace_revision,
+            page.personal_revision,
+            page.next_page_token,
+        )
 
     @audit_refusals("secrets.referenceable")
-    async def list_referenceable(self, caller: Caller, workspace_id: str, prefix: str) -> Referenceable:
+    async def list_referenceable(
+        self, caller: Caller, workspace_id: str, prefix: str, page_size: int = 0, page_token: str = ""
+    ) -> Referenceable:
         """The keys a run by the caller could use here: usable workspace keys first, then the
-        caller's personal keys, those hidden by a usable workspace key marked as shadowed."""
-        require_id("workspace_id", workspace_id)
-        require_id("prefix", prefix, required=False, max_length=MAX_KEY_LENGTH)
-        async with self._db.connection() as conn:
-            permission, workspace, personal = await self._both_scopes(conn, caller, workspace_id)
-        usable = [
-            s
-            for s in workspace
-            if s.key.startswith(prefix) and policy.can_use_workspace_secret(permission, s.restricted, s.caller_role)
-        ]
-        mine = [s for s in personal if s.key.startswith(prefix)]
-        shadowed = shadowed_keys(permission, [s.candidate for s in workspace], [s.candidate for s in mine])
-        return Referenceable([summary_of(s) for s in usable], [summary_of(s) for s in mine], shadowed)
+        caller's personal keys, those hidden by a usable workspace key marked as shadowed; paged."""
+        page = await listings.secrets_page(
+            self._db, caller, workspace_id, page_size, page_token, referenceable_prefix=prefix
+        )
+        return Referenceable(
+            [summary_of(s) for s in page.workspace],
+            [summary_of(s) for s in page.personal],
+            page.shadowed,
+            page.next_page_token,
+        )
 
     # -- saving --------------------------------------------------------------------------------
 
@@ -224,7 +219,9 @@ class EditorService:
             if revision != expected_revision:
                 raise RevisionConflict(expected_revision, revision)
             data_key = await self._keys.confirm_sealing(conn, data_key)  # a data-key rotation may have run
-            stored = await repo.lock_secrets(conn, scope, owner, batch.touched_keys(changes), caller.user_id)
+            stored = await repo.secrets_named(
+                conn, scope, owner, batch.touched_keys(changes), caller.user_id, for_update=True
+            )
             existing = {k: batch.Existing(k, s.version, s.caller_role) for k, s in stored.items()}
             ops = batch.plan_changes(scope, changes, existing, permission, caller.user_id, workspace_id)
             await self._apply(conn, scope, owner, data_key, caller, ops, stored)
@@ -282,46 +279,29 @@ class EditorService:
                 raise RevisionConflict(expected_revision, revision)
             if revision is not None:
                 data_key = await self._keys.confirm_sealing(conn, data_key)  # a data-key rotation may have run
-            stored = await repo.lock_secrets(
-                conn, scope, owner, [e.key for e in parsed.entries], caller.user_id, lock=not dry_run
+            stored = await repo.secrets_named(
+                conn, scope, owner, [e.key for e in parsed.entries], caller.user_id, for_update=not dry_run
             )
-            lines: list[ImportLine] = []
-            ops: list[batch.Op] = []
-            for entry in parsed.entries:
-                note = _overrides_note(entry.overrides)
-                current = stored.get(entry.key)
-                if current is None:
-                    if workspace:
-                        policy.require_create(permission, caller.user_id, workspace_id, entry.key)
-                    ops.append(batch.Op(batch.OpKind.CREATE, entry.key, 1, value=entry.value))
-                    lines.append(ImportLine(entry.key, entry.line, "created", note))
-                    continue
-                if workspace and not policy.can_modify_workspace_secret(permission, current.caller_role):
-                    # Decided before any value is opened: a caller who may not change the secret
-                    # gets the same answer whether the imported value equals the stored one or
-                    # not, so an import cannot confirm a guess (SPEC 2.2).
-                    lines.append(
-                        ImportLine(
-                            entry.key,
-                            entry.line,
-                            "skipped",
-                            _join(note, "changing it needs workspace ADMIN or the secret's ADMIN role"),
-                        )
-                    )
-                    continue
-                tenant = data_key.tenant
+            existing = {k: batch.Existing(k, s.version, s.caller_role) for k, s in stored.items()}
+            imported = {e.key: e.value for e in parsed.entries}
+            unchanged: set[str] = set()
+            for key in batch.import_comparisons(scope, parsed.entries, existing, permission):
+                current = stored[key]
                 stored_value = await self._keys.open(
-                    tenant, scope, current.key, current.version, current.id, current.sealed
+                    data_key.tenant, scope, current.key, current.version, current.id, current.sealed
                 )
-                if stored_value == entry.value:
-                    lines.append(ImportLine(entry.key, entry.line, "unchanged", note))
-                elif not overwrite_existing:
-                    lines.append(
-                        ImportLine(entry.key, entry.line, "skipped", _join(note, "exists; overwrite_existing is off"))
-                    )
-                else:
-                    ops.append(batch.Op(batch.OpKind.UPDATE, entry.key, current.version + 1, value=entry.value))
-                    lines.append(ImportLine(entry.key, entry.line, "updated", note))
+                if stored_value == imported[key]:
+                    unchanged.add(key)
+            lines, ops = batch.plan_import(
+                scope,
+                parsed.entries,
+                existing,
+                frozenset(unchanged),
+                permission,
+                caller.user_id,
+                workspace_id,
+                overwrite_existing,
+            )
             # Before anything is written: a report that cannot be sent would tell the editor that
             # an import failed when it had been committed.
             report = _report_bytes(lines, problems)
@@ -378,8 +358,7 @@ class EditorService:
         ]
         ids = await repo.insert_secrets(conn, scope, owner, user, creates)
         if scope is Scope.WORKSPACE and ids:
-            # SPEC 2.2: the creator of a workspace secret becomes its ADMIN.
-            await repo.add_secret_members(conn, ids, user, SecretRole.ADMIN, user)
+            await repo.add_secret_members(conn, ids, user, policy.CREATOR_ROLE, user)
         updates = [
             repo.NewVersion(
                 stored[op.key].id,
@@ -409,14 +388,22 @@ class EditorService:
     # -- one secret ----------------------------------------------------------------------------
 
     async def _find(
-        self, conn: asyncpg.Connection, caller: Caller, workspace_id: str, scope: Scope, key: str, lock: bool = False
+        self,
+        conn: asyncpg.Connection,
+        caller: Caller,
+        workspace_id: str,
+        scope: Scope,
+        key: str,
+        for_update: bool = False,
     ) -> tuple[repo.SecretRow, Permission | None]:
         require_id("workspace_id", workspace_id)
         require_key(key)
         permission = await repo.permission_of(conn, workspace_id, caller.user_id)
         if scope is Scope.WORKSPACE:
             policy.require_member(permission, caller.user_id, workspace_id)
-        row = await repo.get_secret(conn, scope, owner_of(scope, workspace_id, caller), key, caller.user_id, lock)
+        row = await repo.get_secret(
+            conn, scope, owner_of(scope, workspace_id, caller), key, caller.user_id, for_update=for_update
+        )
         if row is None:
             where = f"workspace {workspace_id!r}" if scope is Scope.WORKSPACE else "your personal secrets"
             raise NotFound(f"secret {key!r} does not exist in {where}")
@@ -429,10 +416,10 @@ class EditorService:
                 MemberView(
                     m.user_id,
                     m.email,
-                    SecretRole.ADMIN if m.workspace_permission is Permission.ADMIN else m.role,
-                    m.workspace_permission is Permission.ADMIN,
+                    policy.effective_role(m.workspace_permission, m.role) or SecretRole.MEMBER,
+                    policy.is_implicit_admin(m.workspace_permission),
                 )
-                for m in await repo.secret_members(conn, row.id, workspace_id)
+                for m in await repo.secret_members(conn, row.id, workspace_id, policy.IMPLICIT_ADMIN_PERMISSION)
             ]
         return Details(summary_of(row), members, [version_of(v) for v in await repo.versions_of(conn, row.id)])
 
@@ -476,7 +463,7 @@ class EditorService:
         if violations:
             raise InvalidArgument("; ".join(f"{v.field}: {v.description}" for v in violations), violations)
         async with self._changes.transaction(scope_tag(scope, owner_of(scope, workspace_id, caller))) as conn:
-            row, permission = await self._find(conn, caller, workspace_id, scope, key, lock=True)
+            row, permission = await self._find(conn, caller, workspace_id, scope, key, for_update=True)
             self._require_admin(caller, workspace_id, row, permission, "editing details of")
             await repo.update_details(conn, row.id, caller.user_id, display_name, description, restricted)
             changed = [
@@ -509,7 +496,7 @@ class EditorService:
         self, conn: asyncpg.Connection, caller: Caller, workspace_id: str, key: str, email: str
     ) -> tuple[repo.SecretRow, repo.MemberRow]:
         """The secret (locked) and the workspace member whose role on it is changing."""
-        row, permission = await self._find(conn, caller, workspace_id, Scope.WORKSPACE, key, lock=True)
+        row, permission = await self._find(conn, caller, workspace_id, Scope.WORKSPACE, key, for_update=True)
         policy.require_manage_members(permission, row.caller_role, key)
         return row, await self._member_target(conn, workspace_id, email)
 
@@ -555,7 +542,7 @@ class EditorService:
             # first, then secret rows. Taking them the other way round deadlocked with saves.
             revision = await repo.lock_revision(conn, scope, owner)
             data_key = await self._keys.confirm_sealing(conn, data_key)  # a data-key rotation may have run
-            row, permission = await self._find(conn, caller, workspace_id, scope, key, lock=True)
+            row, permission = await self._find(conn, caller, workspace_id, scope, key, for_update=True)
             self._require_admin(caller, workspace_id, row, permission, "restoring a version of")
             if version == row.version:
                 raise FailedPrecondition(f"version {version} of {key!r} is already the current one")
@@ -650,26 +637,7 @@ async def _parse_off_loop(content: str, slots: asyncio.Semaphore) -> DotenvResul
         return await asyncio.to_thread(parse_dotenv, content)
 
 
-# Overridden lines an import entry's note names; past this, the first few and a count.
-NOTE_OVERRIDES_LISTED = 10
-
-
-def _overrides_note(overrides: Sequence[int]) -> str:
-    """`overrides lines 1, 4`; for many, the first few, a count and the last (a key repeated on a
-    million lines made a note of megabytes)."""
-    if not overrides:
-        return ""
-    if len(overrides) <= NOTE_OVERRIDES_LISTED:
-        return f"overrides line{'s' if len(overrides) > 1 else ''} {', '.join(map(str, overrides))}"
-    first = ", ".join(map(str, overrides[:5]))
-    return f"overrides lines {first} and {len(overrides) - 5:,} more, the last on line {overrides[-1]:,}"
-
-
-def _report_bytes(lines: Sequence[ImportLine], problems: Sequence[tuple[int, str]]) -> int:
+def _report_bytes(lines: Sequence[batch.ImportLine], problems: Sequence[tuple[int, str]]) -> int:
     """An upper bound of the size of an ImportDotenvResponse holding these entries and problems."""
     entries = sum(24 + len(line.key) + len(line.note.encode()) for line in lines)
     return 64 + entries + sum(16 + len(message.encode()) for _, message in problems)
-
-
-def _join(first: str, second: str) -> str:
-    return f"{first}; {second}" if first else second

@@ -12,9 +12,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from service.domain import policy
+from service.domain.dotenv import DotenvEntry
 from service.domain.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from service.domain.keys import key_problem, value_problem
-from service.domain.limits import MAX_CHANGES_PER_SAVE
+from service.domain.limits import MAX_CHANGES_PER_SAVE, NOTE_OVERRIDES_LISTED
 from service.domain.model import Permission, Scope, SecretRole
 from service.domain.values import SecretValue
 
@@ -162,3 +163,88 @@ def plan_changes(
             policy.require_modify(permission, current.caller_role, user_id, workspace_id, change.key, "renaming")
         ops.append(Op(OpKind.RENAME, change.key, current.version, new_key=change.rename_to))
     return ops
+
+
+# -- .env import (SPEC 2.5) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ImportLine:
+    key: str
+    line: int
+    action: str  # "created", "updated", "unchanged" or "skipped"
+    note: str
+
+
+def import_comparisons(
+    scope: Scope, entries: Sequence[DotenvEntry], existing: Mapping[str, Existing], permission: Permission | None
+) -> list[str]:
+    """The keys whose stored value an import must open to compare: those that exist and that the
+    caller may change. Decided before any value is opened, so that a caller who may not change a
+    secret gets the same answer whether the imported value equals the stored one or not: an
+    import cannot confirm a guess (SPEC 2.2)."""
+    return [
+        e.key
+        for e in entries
+        if (current := existing.get(e.key)) is not None
+        and (scope is Scope.PERSONAL or policy.can_modify_workspace_secret(permission, current.caller_role))
+    ]
+
+
+def plan_import(
+    scope: Scope,
+    entries: Sequence[DotenvEntry],
+    existing: Mapping[str, Existing],
+    unchanged: frozenset[str],
+    permission: Permission | None,
+    user_id: str,
+    workspace_id: str,
+    overwrite_existing: bool,
+) -> tuple[list[ImportLine], list[Op]]:
+    """What an import reports for each entry and the ops that write it. `unchanged` holds the keys
+    (among `import_comparisons`) whose stored value equals the imported one. Raises
+    PermissionDenied when the caller may not create a new workspace key (the whole import is
+    then refused, as a save would be)."""
+    lines: list[ImportLine] = []
+    ops: list[Op] = []
+    workspace = scope is Scope.WORKSPACE
+    for entry in entries:
+        note = overrides_note(entry.overrides)
+        current = existing.get(entry.key)
+        if current is None:
+            if workspace:
+                policy.require_create(permission, user_id, workspace_id, entry.key)
+            ops.append(Op(OpKind.CREATE, entry.key, 1, value=entry.value))
+            lines.append(ImportLine(entry.key, entry.line, "created", note))
+        elif workspace and not policy.can_modify_workspace_secret(permission, current.caller_role):
+            lines.append(
+                ImportLine(
+                    entry.key,
+                    entry.line,
+                    "skipped",
+                    _join(note, "changing it needs workspace ADMIN or the secret's ADMIN role"),
+                )
+            )
+        elif entry.key in unchanged:
+            lines.append(ImportLine(entry.key, entry.line, "unchanged", note))
+        elif not overwrite_existing:
+            lines.append(ImportLine(entry.key, entry.line, "skipped", _join(note, "exists; overwrite_existing is off")))
+        else:
+            ops.append(Op(OpKind.UPDATE, entry.key, current.version + 1, value=entry.value))
+            lines.append(ImportLine(entry.key, entry.line, "updated", note))
+    return lines, ops
+
+
+def overrides_note(overrides: Sequence[int]) -> str:
+    """`overrides lines 1, 4`; for many, the first few, a count and the last (a key repeated on a
+    million lines made a note of megabytes)."""
+    if not overrides:
+        return ""
+    if len(overrides) <= NOTE_OVERRIDES_LISTED:
+        return f"overrides line{'s' if len(overrides) > 1 else ''} {', '.join(map(str, overrides))}"
+    first = ", ".join(map(str, overrides[:5]))
+    return f"overrides lines {first} and {len(overrides) - 5:,} more, the last on line {overrides[-1]:,}"
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}; {second}" if first else second

@@ -43,6 +43,8 @@ VERSIONS_KEPT: Final = 10
 # objects). An editor shows the first ones; the rest are counted in one closing problem.
 MAX_REPORTED_PROBLEMS: Final = 1000
 
+# Overridden lines an import entry's note names; past this, the first few and a count.
+NOTE_OVERRIDES_LISTED: Final = 10
 # A 10,000-line .env is the import the benchmark times; twice that is still one reasonable
 # transaction. The text itself is bounded by the gRPC message limit (4 MiB).
 MAX_IMPORT_ENTRIES: Final = 20_000

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import NamedTuple
 
 
@@ -35,6 +34,7 @@ class Trigger(enum.IntEnum):
 class BlockErrorCode(enum.IntEnum):
     SECRET_NOT_FOUND = 1
     SECRET_NOT_PERMITTED = 2
+    SECRET_EXPIRED = 3
 
 
 class TenantKind(enum.StrEnum):
@@ -58,12 +58,3 @@ class Tenant(NamedTuple):
 
     def __str__(self) -> str:
         return f"{self.kind.value}:{self.id}"
-
-
-@dataclass(frozen=True, slots=True)
-class Member:
-    """A workspace member as the policy sees them."""
-
-    user_id: str
-    permission: Permission
-    external: bool = False

@@ -12,19 +12,30 @@ from service.domain.errors import FailedPrecondition, PermissionDenied
 from service.domain.model import Permission, SecretRole
 
 
-def can_see_workspace_secrets(permission: Permission | None) -> bool:
-    return permission is not None
-
-
 def can_create_workspace_secret(permission: Permission | None) -> bool:
     return permission is not None and permission >= Permission.WRITE
 
 
-def is_secret_admin(permission: Permission | None, role: SecretRole | None) -> bool:
-    """Workspace admins are implicit admins of every workspace secret."""
+# SPEC 2.2: workspace admins are implicit admins of every workspace secret. The store is handed
+# this permission (it lists them among a secret's members) rather than restating the rule.
+IMPLICIT_ADMIN_PERMISSION = Permission.ADMIN
+# SPEC 2.2: the creator of a workspace secret becomes its admin.
+CREATOR_ROLE = SecretRole.ADMIN
+
+
+def is_implicit_admin(permission: Permission | None) -> bool:
+    return permission is IMPLICIT_ADMIN_PERMISSION
+
+
+def effective_role(permission: Permission | None, role: SecretRole | None) -> SecretRole | None:
+    """A member's role on a workspace secret: their own, or ADMIN for an implicit admin."""
     if permission is None:
-        return False
-    return permission is Permission.ADMIN or role is SecretRole.ADMIN
+        return None
+    return SecretRole.ADMIN if is_implicit_admin(permission) else role
+
+
+def is_secret_admin(permission: Permission | None, role: SecretRole | None) -> bool:
+    return effective_role(permission, role) is SecretRole.ADMIN
 
 
 # Changing a value, renaming, deleting, editing details and managing members all need the same
@@ -39,7 +50,7 @@ def can_use_workspace_secret(permission: Permission | None, restricted: bool, ro
         return False
     if not restricted:
         return True
-    return permission is Permission.ADMIN or role is not None
+    return effective_role(permission, role) is not None
 
 
 def principal_may_use_workspace(patterns: tuple[str, ...] | None, workspace_id: str) -> bool:
@@ -103,7 +114,7 @@ def require_explain(permission: Permission | None, user_id: str, run_user_id: st
 def require_may_take_role(permission: Permission | None, role: SecretRole | None, email: str) -> None:
     """Workspace admins are implicit admins of every workspace secret: they cannot be demoted to
     MEMBER or removed (role None) from one."""
-    if permission is Permission.ADMIN and role is not SecretRole.ADMIN:
+    if is_implicit_admin(permission) and role is not SecretRole.ADMIN:
         change = "removed" if role is None else "demoted"
         raise FailedPrecondition(
             f"{email} is a workspace admin: an implicit admin of every workspace secret, who cannot be {change}"

@@ -86,12 +86,13 @@ async def remove_member(conn: asyncpg.Connection, workspace_id: str, user_id: st
         """
         WITH gone AS (
             DELETE FROM secret_members sm USING secrets s
-             WHERE sm.secret_id = s.id AND s.scope = 1 AND s.owner_id = $1 AND sm.user_id = $2
+             WHERE sm.secret_id = s.id AND s.scope = $3 AND s.owner_id = $1 AND sm.user_id = $2
             RETURNING 1)
         SELECT count(*) FROM gone
         """,
         workspace_id,
         user_id,
+        int(Scope.WORKSPACE),
     )
     status = await conn.execute(
         "DELETE FROM workspace_members WHERE workspace_id = $1 AND user_id = $2", workspace_id, user_id
@@ -212,11 +213,13 @@ async def set_revision(conn: asyncpg.Connection, scope: Scope, owner_id: str, re
 async def revisions(conn: asyncpg.Connection, workspace_id: str, user_id: str) -> tuple[int, int]:
     r = await conn.fetchrow(
         """
-        SELECT coalesce((SELECT revision FROM scope_revisions WHERE scope = 1 AND owner_id = $1), 0) AS w,
-               coalesce((SELECT revision FROM scope_revisions WHERE scope = 2 AND owner_id = $2), 0) AS p
+        SELECT coalesce((SELECT revision FROM scope_revisions WHERE scope = $3 AND owner_id = $1), 0) AS w,
+               coalesce((SELECT revision FROM scope_revisions WHERE scope = $4 AND owner_id = $2), 0) AS p
         """,
         workspace_id,
         user_id,
+        int(Scope.WORKSPACE),
+        int(Scope.PERSONAL),
     )
     return int(r["w"]), int(r["p"])
 
@@ -242,16 +245,18 @@ class SecretRow:
     # Only filled by queries that need them.
     sealed: bytes = b""
     caller_role: SecretRole | None = None
+    expires_at: datetime | None = None
 
     @property
     def candidate(self) -> Candidate:
         """This secret as resolution sees it, for a run of the caller whose role was read."""
-        return Candidate(self.scope, self.key, self.version, self.restricted, self.caller_role)
+        expires = self.expires_at.timestamp() if self.expires_at is not None else None
+        return Candidate(self.scope, self.key, self.version, self.restricted, self.caller_role, expires)
 
 
 _ROW_COLUMNS = (
     "s.id, s.scope, s.owner_id, s.key, s.version, s.display_name, s.description, s.restricted,"
-    " s.created_at, s.created_by, s.updated_at, s.updated_by"
+    " s.created_at, s.created_by, s.updated_at, s.updated_by, s.expires_at"
 )
 
 
@@ -272,6 +277,7 @@ def _secret(r: asyncpg.Record) -> SecretRow:
         updated_by=r["updated_by"],
         sealed=r.get("sealed") or b"",
         caller_role=SecretRole(role) if role is not None else None,
+        expires_at=r["expires_at"],
     )
 
 
@@ -287,16 +293,16 @@ async def list_secrets(conn: asyncpg.Connection, scope: Scope, owner_id: str, ca
     return [_secret(r) for r in rows]
 
 
-async def lock_secrets(
-    conn: asyncpg.Connection, scope: Scope, owner_id: str, keys: Sequence[str], caller_id: str, lock: bool = True
+async def secrets_named(
+    conn: asyncpg.Connection, scope: Scope, owner_id: str, keys: Sequence[str], caller_id: str, *, for_update: bool
 ) -> dict[str, SecretRow]:
-    """The named secrets (with sealed values and the caller's role), locked for update unless
-    `lock` is off (a dry run reads without holding anything)."""
+    """The named secrets (with sealed values and the caller's role); `for_update` locks their
+    rows until the transaction ends (a dry run reads without holding anything)."""
     rows = await conn.fetch(
         f"SELECT {_ROW_COLUMNS}, s.sealed, sm.role AS caller_role FROM secrets s"
         " LEFT JOIN secret_members sm ON sm.secret_id = s.id AND sm.user_id = $4"
         " WHERE s.scope = $1 AND s.owner_id = $2 AND s.key = ANY($3::text[])"
-        " ORDER BY s.key" + (" FOR UPDATE OF s" if lock else ""),
+        " ORDER BY s.key" + (" FOR UPDATE OF s" if for_update else ""),
         int(scope),
         owner_id,
         list(keys),
@@ -306,21 +312,24 @@ async def lock_secrets(
 
 
 async def get_secret(
-    conn: asyncpg.Connection, scope: Scope, owner_id: str, key: str, caller_id: str, lock: bool = False
+    conn: asyncpg.Connection, scope: Scope, owner_id: str, key: str, caller_id: str, *, for_update: bool = False
 ) -> SecretRow | None:
-    return (await lock_secrets(conn, scope, owner_id, [key], caller_id, lock)).get(key)
+    return (await secrets_named(conn, scope, owner_id, [key], caller_id, for_update=for_update)).get(key)
 
 
 @dataclass(frozen=True, slots=True)
 class SecretMemberRow:
     user_id: str
     email: str
-    role: SecretRole
+    role: SecretRole | None  # None: a workspace member with `listed_permission` and no role of their own
     workspace_permission: Permission | None
 
 
-async def secret_members(conn: asyncpg.Connection, secret_id: int, workspace_id: str) -> list[SecretMemberRow]:
-    """The secret's explicit members and the workspace's admins (its implicit admins)."""
+async def secret_members(
+    conn: asyncpg.Connection, secret_id: int, workspace_id: str, listed_permission: Permission
+) -> list[SecretMemberRow]:
+    """The secret's explicit members, and every workspace member with `listed_permission` (the
+    domain's implicit admins: what that makes them is the domain's to say)."""
     rows = await conn.fetch(
         """
         SELECT sm.user_id, coalesce(m.email, '') AS email, sm.role, m.permission
@@ -328,20 +337,21 @@ async def secret_members(conn: asyncpg.Connection, secret_id: int, workspace_id:
           LEFT JOIN workspace_members m ON m.workspace_id = $2 AND m.user_id = sm.user_id
          WHERE sm.secret_id = $1
         UNION ALL
-        SELECT m.user_id, m.email, 1 AS role, m.permission
+        SELECT m.user_id, m.email, NULL AS role, m.permission
           FROM workspace_members m
-         WHERE m.workspace_id = $2 AND m.permission = 3
+         WHERE m.workspace_id = $2 AND m.permission = $3
            AND NOT EXISTS (SELECT 1 FROM secret_members x WHERE x.secret_id = $1 AND x.user_id = m.user_id)
          ORDER BY email, user_id
         """,
         secret_id,
         workspace_id,
+        int(listed_permission),
     )
     return [
         SecretMemberRow(
             r["user_id"],
             r["email"],
-            SecretRole(r["role"]),
+            SecretRole(r["role"]) if r["role"] is not None else None,
             Permission(r["permission"]) if r["permission"] is not None else None,
         )
         for r in rows
@@ -575,13 +585,14 @@ class ResolveSnapshot:
 
 # The run user's membership gates both scopes, so secrets are only read for a member.
 RESOLVE_SQL = """
-SELECT m.permission, s.id, s.scope, s.key, s.version, s.sealed, s.restricted, sm.role AS run_user_role
+SELECT m.permission, s.id, s.scope, s.key, s.version, s.sealed, s.restricted, sm.role AS run_user_role,
+       s.expires_at
   FROM (SELECT $1::text AS ws, $2::text AS uid) p
   LEFT JOIN workspace_members m ON m.workspace_id = p.ws AND m.user_id = p.uid
   LEFT JOIN secrets s
     ON m.user_id IS NOT NULL
    AND s.key = ANY($3::text[])
-   AND ((s.scope = 1 AND s.owner_id = p.ws) OR (s.scope = 2 AND s.owner_id = p.uid))
+   AND ((s.scope = $4 AND s.owner_id = p.ws) OR (s.scope = $5 AND s.owner_id = p.uid))
   LEFT JOIN secret_members sm ON sm.secret_id = s.id AND sm.user_id = p.uid
 """
 
@@ -589,15 +600,23 @@ SELECT m.permission, s.id, s.scope, s.key, s.version, s.sealed, s.restricted, sm
 async def fetch_for_resolve(
     conn: asyncpg.Connection, workspace_id: str, run_user_id: str, keys: Sequence[str]
 ) -> ResolveSnapshot:
-    records = await conn.fetch(RESOLVE_SQL, workspace_id, run_user_id, list(keys))
+    records = await conn.fetch(
+        RESOLVE_SQL, workspace_id, run_user_id, list(keys), int(Scope.WORKSPACE), int(Scope.PERSONAL)
+    )
     permission = records[0]["permission"] if records else None
     snapshot = ResolveSnapshot(Permission(permission) if permission is not None else None)
     for r in records:
         if r["scope"] is None:
             continue
         role = r["run_user_role"]
+        expires = r["expires_at"]
         candidate = Candidate(
-            Scope(r["scope"]), r["key"], r["version"], r["restricted"], SecretRole(role) if role is not None else None
+            Scope(r["scope"]),
+            r["key"],
+            r["version"],
+            r["restricted"],
+            SecretRole(role) if role is not None else None,
+            expires.timestamp() if expires is not None else None,
         )
         snapshot.rows.append(ResolveRow(candidate, r["sealed"], r["id"]))
     return snapshot
@@ -620,15 +639,28 @@ class AuditRecord:
     detail: str = ""
     # When it happened; None for "now" (the transaction's time). Buffered events carry their own.
     at: datetime | None = None
+    # Resolve events: the run's workflow (written to audit_events, and used for usage:
+    # service/app/usage.py), and the ids of the secrets used (for usage only, not written).
+    workflow_id: str = ""
+    secret_ids: tuple[int, ...] = ()
+    # Resolve events: how the run started (Trigger's number; 0 for other events), and the keys
+    # that did not resolve with why, as (key, BlockErrorCode number) pairs. Names only.
+    trigger: int = 0
+    failed_keys: tuple[tuple[str, int], ...] = ()
 
 
 def _keys_json(keys: Iterable[tuple[str, int, int]]) -> str:
     return json.dumps([{"key": k, "scope": s, "version": v} for k, s, v in keys])
 
 
+def _failed_keys_json(failed: Iterable[tuple[str, int]]) -> str:
+    return json.dumps([{"key": k, "code": c} for k, c in failed])
+
+
 _AUDIT_INSERT = (
-    "INSERT INTO audit_events (principal, user_id, workspace_id, action, keys, execution_id, outcome, detail, at)"
-    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, coalesce($9, now()))"
+    "INSERT INTO audit_events (principal, user_id, workspace_id, action, keys, execution_id, outcome, detail,"
+    " trigger, workflow_id, failed_keys, at)"
+    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11::jsonb, coalesce($12, now()))"
 )
 
 
@@ -642,7 +674,10 @@ def _audit_args(e: AuditRecord) -> tuple[Any, ...]:
         e.execution_id,
         e.outcome,
         e.detail,
-        e.at,
+        e.trigger,
+        e.workflow_id,
+        _failed_keys_json(e.failed_keys),
+        e.at,  # last: insert_audit_many replaces it
     )
 
 
@@ -650,7 +685,20 @@ async def insert_audit(conn: asyncpg.Connection, event: AuditRecord) -> None:
     await conn.execute(_AUDIT_INSERT, *_audit_args(event))
 
 
-_AUDIT_COLUMNS = ["principal", "user_id", "workspace_id", "action", "keys", "execution_id", "outcome", "detail", "at"]
+_AUDIT_COLUMNS = [
+    "principal",
+    "user_id",
+    "workspace_id",
+    "action",
+    "keys",
+    "execution_id",
+    "outcome",
+    "detail",
+    "trigger",
+    "workflow_id",
+    "failed_keys",
+    "at",
+]
 
 
 async def insert_audit_many(conn: asyncpg.Connection, events: Sequence[AuditRecord]) -> None:
@@ -662,45 +710,3 @@ async def insert_audit_many(conn: asyncpg.Connection, events: Sequence[AuditReco
             columns=_AUDIT_COLUMNS,
             records=[(*_audit_args(e)[:-1], e.at or now) for e in events],
         )
-
-
-@dataclass(frozen=True, slots=True)
-class AuditRow:
-    id: int
-    at: datetime
-    record: AuditRecord
-
-
-async def list_audit(
-    conn: asyncpg.Connection, workspace_id: str, before: tuple[datetime, int] | None, limit: int
-) -> list[AuditRow]:
-    """Newest first by event time; `before` (time, id) continues a previous page (keyset paging,
-    stable while new events arrive)."""
-    at, last_id = before if before else (None, None)
-    rows = await conn.fetch(
-        "SELECT id, at, principal, user_id, workspace_id, action, keys::text AS keys, execution_id, outcome, detail"
-        " FROM audit_events WHERE ($1 = '' OR workspace_id = $1)"
-        " AND ($2::timestamptz IS NULL OR (at, id) < ($2::timestamptz, $3::bigint))"
-        " ORDER BY at DESC, id DESC LIMIT $4",
-        workspace_id,
-        at,
-        last_id,
-        limit,
-    )
-    return [
-        AuditRow(
-            r["id"],
-            r["at"],
-            AuditRecord(
-                principal=r["principal"],
-                action=r["action"],
-                outcome=r["outcome"],
-                user_id=r["user_id"],
-                workspace_id=r["workspace_id"],
-                keys=tuple((k["key"], int(k["scope"]), int(k["version"])) for k in json.loads(r["keys"])),
-                execution_id=r["execution_id"],
-                detail=r["detail"],
-            ),
-        )
-        for r in rows
-    ]
