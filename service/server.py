@@ -8,7 +8,6 @@ import gc
 import logging
 import signal
 import socket
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,9 @@ from service.app.operations import OperationsService
 from service.app.pins import RunPins
 from service.app.reseal import reseal_legacy_values
 from service.app.resolver import ResolvePlan, ResolverService
+from service.app.retention import AuditRetention
+from service.app.trash import maintain
+from service.app.usage import UsageRecorder
 from service.auth import AuthInterceptor, Principals, principals_source
 from service.config import EMBEDDED_MISSING, Settings, StartupError, startup_problem
 from service.crypto.keyring import Keyring
@@ -46,6 +48,8 @@ from service.gen.secrets.v1 import (
     resolver_pb2,
     secret_store_pb2,
 )
+from service.observability import Observability
+from service.observability.logs import log_handler
 from service.store.embedded import EmbeddedPostgres
 from service.store.notify import Invalidations
 from service.store.pool import Database
@@ -106,7 +110,7 @@ class Running:
 
 
 @dataclass(frozen=True)
-class Prepared:
+class Essentials:
     """What must exist once, before any worker starts: keys, principals and the database URL."""
 
     settings: Settings
@@ -117,7 +121,7 @@ class Prepared:
     dev_tokens_file: Path | None = None  # where development mode keeps its tokens
 
 
-def prepare(settings: Settings) -> Prepared:
+def load_essentials(settings: Settings) -> Essentials:
     """Loads (in development mode, first generates) the keyring and principals, and returns
     settings that name the files, so that workers forked later all use the same ones.
 
@@ -145,7 +149,7 @@ def prepare(settings: Settings) -> Prepared:
         tokens = generated or {}  # printed on the start that generated them, never again
         tokens_file = devmode.tokens_file(settings.data_dir)
     named = replace(settings, keyring_file=keyring_path, principals_file=principals_path)
-    return Prepared(
+    return Essentials(
         named,
         keyring_source(keyring_path, keyring),
         principals_source(principals_path, principals),
@@ -269,11 +273,12 @@ def _check_listen_address(listen: str) -> None:
 
 
 async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
-    prepared = prepare(settings)
-    keyring, principals = prepared.keyring, prepared.principals
-    tokens, fresh = prepared.dev_tokens, prepared.fresh_tokens
+    essentials = load_essentials(settings)
+    keyring, principals = essentials.keyring, essentials.principals
+    tokens, fresh = essentials.dev_tokens, essentials.fresh_tokens
     # Everything that can be refused without the database first: nothing to clean up yet.
     credentials = _server_credentials(settings)
+    observability = Observability(settings, (SECRET_STORE, RESOLVER, DIRECTORY, OPERATIONS))
     if not reuse_port:
         _check_listen_address(settings.listen)
     embedded: EmbeddedPostgres | None = None
@@ -307,10 +312,12 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
             await asyncio.to_thread(embedded.stop)
         raise
     audit = AuditBuffer(db)
+    audit.usage = UsageRecorder(db)  # usage per (secret, workflow), from the audit batches
     audit.start()
     pending_calls = max(MIN_PENDING_CALLS, 32 * settings.max_calls_in_flight)
     server = grpc.aio.server(
-        interceptors=[AuthInterceptor(principals)],
+        # The observer first: it sees every call, also those the authentication refuses.
+        interceptors=[observability.interceptor, AuthInterceptor(principals)],
         # Past it, calls are answered RESOURCE_EXHAUSTED at once (sizing: Settings.max_calls_in_flight).
         maximum_concurrent_rpcs=settings.max_calls_in_flight,
         options=[
@@ -322,6 +329,14 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
             # past the calls in flight, the excess is taken and refused RESOURCE_EXHAUSTED.
             ("grpc.server.max_pending_requests", pending_calls),
             ("grpc.server.max_pending_requests_hard_limit", pending_calls),
+            # Keepalive and connection age (Settings; README, "Probes"): dead peers are noticed,
+            # and long-lived channels reconnect, spreading over replicas added since.
+            ("grpc.keepalive_time_ms", settings.keepalive_time_s * 1000),
+            ("grpc.keepalive_timeout_ms", settings.keepalive_timeout_s * 1000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),  # clients may ping every 10 s
+            ("grpc.max_connection_age_ms", settings.max_connection_age_s * 1000 or 2**31 - 1),
+            ("grpc.max_connection_age_grace_ms", settings.max_connection_age_grace_s * 1000),
         ],
     )
     cache: ResolveCache[ResolvePlan] = ResolveCache(max_entries=settings.resolve_cache_entries)
@@ -368,20 +383,33 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
         invalidations,
         tokens,
         fresh,
-        prepared.dev_tokens_file,
+        essentials.dev_tokens_file,
     )
     readiness = Readiness(db, keys, health_servicer)
     await readiness.check()  # right from the start, not a probe interval later
     running._tasks.append(asyncio.create_task(readiness.watch(), name="health-watch"))
+    if settings.audit_retention_days > 0:
+        # Events past the retention are deleted in bounded batches, one replica at a time.
+        retention = AuditRetention(url, settings.audit_retention_days)
+        running._tasks.append(asyncio.create_task(retention.run(), name="audit-retention"))
+    # The trash past its window is purged, and usage pruned, every 10 minutes (app/trash.py).
+    running._tasks.append(asyncio.create_task(maintain(db, settings.trash_days), name="maintenance"))
+    running._tasks.append(
+        observability.start(
+            cache=cache,
+            listening=settings.resolve_cache_entries > 0,
+            audit=audit,
+            db=db,
+            principals=principals,
+            keyring=keyring,
+        )
+    )
     return running
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-        stream=sys.stderr,
-    )
+def configure_logging(level: str, log_format: str = "text") -> None:
+    # SECRETS_LOG_FORMAT: text lines, or one JSON object per line (service/observability/logs.py).
+    logging.basicConfig(level=getattr(logging, level), handlers=[log_handler(log_format)])
     # asyncpg and grpc are quiet at INFO; at DEBUG they log protocol details, never our values,
     # because values only ever reach them sealed.
     logging.getLogger("asyncpg.pool").addFilter(_exception_type_only)

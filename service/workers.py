@@ -22,6 +22,7 @@ from types import FrameType
 
 from service import devmode
 from service.config import ConfigError, Settings
+from service.observability.multiprocess import WorkerMetrics
 from service.store.embedded import EmbeddedPostgres
 from service.store.pool import Database
 
@@ -38,18 +39,19 @@ async def _migrate(url: str) -> None:
 
 def run_workers(settings: Settings, run_one: Callable[[Settings, int], None]) -> int:
     """Forks `settings.workers` processes that each call `run_one(settings, worker)`."""
-    from service.server import prepare
+    from service.server import load_essentials
 
     if settings.listen.endswith(":0"):
         raise ConfigError("SECRETS_WORKERS > 1 needs a fixed port in SECRETS_LISTEN, not port 0")
-    prepared = prepare(settings)
+    essentials = load_essentials(settings)
+    metrics = WorkerMetrics.prepare(settings)  # before forking: one /metrics, the workers' sum
     embedded: EmbeddedPostgres | None = None
     url = settings.database_url
     if url is None:
         embedded = EmbeddedPostgres(settings.data_dir / "pg")
         url = embedded.start()
     asyncio.run(_migrate(url))
-    child_settings = replace(prepared.settings, database_url=url)
+    child_settings = replace(essentials.settings, database_url=url)
 
     children: list[int] = []
     for worker in range(settings.workers):
@@ -66,8 +68,9 @@ def run_workers(settings: Settings, run_one: Callable[[Settings, int], None]) ->
                 os._exit(code)
         children.append(pid)
     log.info("started %d workers on %s: pids %s", len(children), settings.listen, children)
+    metrics.serve()
     if not settings.production:
-        print(devmode.banner(settings.listen, prepared.dev_tokens, prepared.fresh_tokens), flush=True)
+        print(devmode.banner(settings.listen, essentials.dev_tokens, essentials.fresh_tokens), flush=True)
 
     def forward(signum: int, frame: FrameType | None) -> None:
         for child in children:
@@ -84,6 +87,7 @@ def run_workers(settings: Settings, run_one: Callable[[Settings, int], None]) ->
         except ChildProcessError:
             break
         remaining.discard(pid)
+        metrics.exited(pid)
         exit_code = os.waitstatus_to_exitcode(code)
         if exit_code != 0:
             # One worker gone wrong takes the rest down: a supervisor restarts the whole set,
@@ -93,6 +97,7 @@ def run_workers(settings: Settings, run_one: Callable[[Settings, int], None]) ->
             # whole server a start-up failure too; anything else is a failure while serving.
             status = max(status, 2 if exit_code == 2 else 1)
             forward(signal.SIGTERM, None)
+    metrics.close()
     if embedded is not None:
         embedded.stop()
     return status

@@ -22,7 +22,7 @@ import asyncpg
 
 from service.config import ConfigError
 from service.crypto.aead import KEY_BYTES, Aead, IntegrityError
-from service.crypto.envelope import DataKey, Prepared, open_prepared, prepare
+from service.crypto.envelope import DataKey, SealedParts, open_parts, split_sealed
 from service.crypto.keyring import Keyring, KeyringError, UnknownMasterKey, stranded
 from service.domain.errors import DataLoss, FailedPrecondition
 from service.domain.model import Scope, Tenant, TenantKind
@@ -339,18 +339,18 @@ class DataKeys:
     ) -> SecretValue:
         """Opens a sealed value; any failure is DataLoss naming the secret (never its value)."""
         try:
-            prepared = prepare(tenant, scope, key, version, secret_id, sealed)
+            prepared = split_sealed(tenant, scope, key, version, secret_id, sealed)
         except IntegrityError:
             raise data_loss(key, version) from None
-        return await self.open_prepared(tenant, key, version, prepared)
+        return await self.open_parts(tenant, key, version, prepared)
 
-    async def open_prepared(self, tenant: Tenant, key: str, version: int, prepared: Prepared) -> SecretValue:
+    async def open_parts(self, tenant: Tenant, key: str, version: int, prepared: SealedParts) -> SecretValue:
         """`open` for a value already taken apart (the resolve cache keeps them so)."""
         data_key = self.cached(tenant, prepared.generation)
         if data_key is None:
             data_key = await self.for_opening(tenant, prepared.generation)
         try:
-            return open_prepared(data_key, prepared)
+            return open_parts(data_key, prepared)
         except IntegrityError:
             raise data_loss(key, version) from None
 
@@ -380,6 +380,18 @@ async def verify_keyring(db: Database, keyring: WatchedFile[Keyring], use: KeyUs
         use.learn(in_use, recorded)
 
 
-def data_loss(key: str, version: int) -> DataLoss:
+class SecretDataLoss(DataLoss):
+    """DataLoss of one secret's sealed value, which names the secret (key and version) so that
+    the audit log can record it as a key that failed."""
+
+    def __init__(self, key: str, version: int) -> None:
+        super().__init__(
+            f"secret {key!r} version {version} failed authentication: its sealed value was altered or moved"
+        )
+        self.key = key
+        self.version = version
+
+
+def data_loss(key: str, version: int) -> SecretDataLoss:
     """The error for a sealed value that failed to open: names the secret, never shows a value."""
-    return DataLoss(f"secret {key!r} version {version} failed authentication: its sealed value was altered or moved")
+    return SecretDataLoss(key, version)

@@ -7,7 +7,7 @@ every format-1 value left in the database, in the current secret row and in its 
 and seals it again as format 2 under the same data key. It runs at start-up, after the schema
 migrations, under an advisory lock, in one transaction: replicas starting together do it once,
 and a crash halfway leaves the old rows, to be done again at the next start. Afterwards nothing
-opens format 1 (envelope.prepare refuses it).
+opens format 1 (envelope.split_sealed refuses it).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import logging
 
 from service.app.keys import DataKeys
 from service.crypto.aead import IntegrityError
-from service.crypto.envelope import open_prepared, prepare_legacy, seal
+from service.crypto.envelope import open_parts, seal, split_sealed_v1
 from service.domain.errors import DataLoss
 from service.domain.model import Tenant
 from service.store import datakeys
@@ -41,9 +41,9 @@ async def reseal_legacy_values(db: Database, keys: DataKeys) -> int:
         for item in legacy:
             tenant = Tenant.for_scope(item.scope, item.owner_id)
             try:
-                prepared = prepare_legacy(tenant, item.scope, item.key, item.version, item.sealed)
+                prepared = split_sealed_v1(tenant, item.scope, item.key, item.version, item.sealed)
                 data_key = await keys.for_opening(tenant, prepared.generation)
-                value = open_prepared(data_key, prepared)
+                value = open_parts(data_key, prepared)
             except (IntegrityError, DataLoss):
                 # Altered or moved: left as it is, it fails to open with DATA_LOSS when used, as
                 # it would have before; a start-up must not be held hostage by one bad row.

@@ -48,7 +48,7 @@ class Aead:
         return self.decrypt_split(ciphertext[:NONCE_BYTES], ciphertext[NONCE_BYTES:], associated_data)
 
     def decrypt_split(self, nonce: bytes, body: bytes, associated_data: bytes) -> bytes:
-        """`decrypt` for a ciphertext already split into nonce and body (see envelope.Prepared)."""
+        """`decrypt` for a ciphertext already split into nonce and body (see envelope.SealedParts)."""
         try:
             return self._cipher.decrypt(nonce, body, associated_data)
         except InvalidTag:

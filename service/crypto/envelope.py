@@ -13,7 +13,7 @@ wrong secret (Vault binds the storage path the same way in its barrier format 2)
 
 Format 1 bound everything but the identity, so a deleted secret's ciphertext replayed onto a
 re-created secret of the same key opened as the old value. Format 1 is only ever opened by the
-start-up migration that re-seals it as format 2 (service/app/reseal.py); `prepare` refuses it.
+start-up migration that re-seals it as format 2 (service/app/reseal.py); `split_sealed` refuses it.
 
 What a database writer can still do: put back an older copy of a whole secret (its row, version
 and sealed value together, or a whole backup): the value then opens as the older value, because
@@ -87,11 +87,11 @@ def seal(data_key: DataKey, scope: Scope, key: str, version: int, secret_id: int
 
 
 def open_sealed(data_key: DataKey, scope: Scope, key: str, version: int, secret_id: int, sealed: bytes) -> SecretValue:
-    return open_prepared(data_key, prepare(data_key.tenant, scope, key, version, secret_id, sealed))
+    return open_parts(data_key, split_sealed(data_key.tenant, scope, key, version, secret_id, sealed))
 
 
 @dataclass(frozen=True, slots=True)
-class Prepared:
+class SealedParts:
     """A sealed value taken apart once, with its associated data built, for opening many times
     (the resolve cache keeps these; each resolve then pays only the AES-GCM open)."""
 
@@ -108,20 +108,20 @@ def _split(sealed: bytes, expected_format: int) -> tuple[int, bytes, bytes]:
     return generation, sealed[: _HEADER.size], sealed[_HEADER.size :]
 
 
-def prepare(tenant: Tenant, scope: Scope, key: str, version: int, secret_id: int, sealed: bytes) -> Prepared:
+def split_sealed(tenant: Tenant, scope: Scope, key: str, version: int, secret_id: int, sealed: bytes) -> SealedParts:
     generation, header, body = _split(sealed, VALUE_FORMAT)
     ad = header + value_associated_data(tenant, scope, key, version, secret_id)
-    return Prepared(generation, body[:NONCE_BYTES], body[NONCE_BYTES:], ad)
+    return SealedParts(generation, body[:NONCE_BYTES], body[NONCE_BYTES:], ad)
 
 
-def prepare_legacy(tenant: Tenant, scope: Scope, key: str, version: int, sealed: bytes) -> Prepared:
+def split_sealed_v1(tenant: Tenant, scope: Scope, key: str, version: int, sealed: bytes) -> SealedParts:
     """A format-1 value taken apart for the re-sealing migration, and for nothing else."""
     generation, header, body = _split(sealed, LEGACY_VALUE_FORMAT)
     ad = header + _legacy_associated_data(tenant, scope, key, version)
-    return Prepared(generation, body[:NONCE_BYTES], body[NONCE_BYTES:], ad)
+    return SealedParts(generation, body[:NONCE_BYTES], body[NONCE_BYTES:], ad)
 
 
-def open_prepared(data_key: DataKey, prepared: Prepared) -> SecretValue:
+def open_parts(data_key: DataKey, prepared: SealedParts) -> SecretValue:
     if data_key.generation != prepared.generation:
         raise IntegrityError()
     plaintext = data_key.aead.decrypt_split(prepared.nonce, prepared.body, prepared.associated_data)

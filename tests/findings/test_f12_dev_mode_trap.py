@@ -39,7 +39,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service import devmode
 from service.config import ConfigError, Settings
-from service.server import prepare
+from service.server import load_essentials
 from tests.conftest import write_principals
 from tests.proc import ROOT
 
@@ -75,7 +75,7 @@ def test_a_database_url_without_a_keyring_file_exits_2_with_one_line_and_generat
 
 def test_dev_tokens_are_printed_on_the_start_that_generated_them_and_never_again(tmp_path: Path) -> None:
     settings = Settings(listen="127.0.0.1:0", data_dir=tmp_path / "data")
-    first = prepare(settings)
+    first = load_essentials(settings)
     assert first.fresh_tokens and set(first.dev_tokens) == set(devmode.DEV_PRINCIPALS)
     kept = tmp_path / "data" / "dev-tokens.json"
     assert kept.exists()
@@ -83,7 +83,7 @@ def test_dev_tokens_are_printed_on_the_start_that_generated_them_and_never_again
     assert first.dev_tokens["dev-editor"] in first_banner
     assert str(kept) in first_banner
 
-    again = prepare(settings)
+    again = load_essentials(settings)
     assert not again.fresh_tokens and again.dev_tokens == {}
     later_banner = devmode.banner("127.0.0.1:1", again.dev_tokens, again.fresh_tokens, again.dev_tokens_file)
     for token in first.dev_tokens.values():
