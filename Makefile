@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11 or newer is needed on PATH"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,embedded]' -e clients/python
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,embedded,otel]' -e clients/python
 	@touch $@
 
 install: $(STAMP)

@@ -49,7 +49,7 @@ def main() -> int:
         return _refuse(startup_problem(exc))
     from service.server import configure_logging, serve
 
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     if settings.workers > 1:
         from service.workers import run_workers
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 
 
 class ConfigError(Exception):
@@ -72,6 +73,18 @@ class Settings:
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+    # host:port of Prometheus /metrics (service/observability); None: no metrics.
+    metrics_listen: str | None = None
+    # text: one line per record; json: one JSON object per line.
+    log_format: str = "text"
+    # Connections (README, "Probes"): the server pings a connection idle this long, and closes it
+    # when the ping is not answered within the timeout; it asks clients to reconnect after
+    # max_connection_age (0: never), so that long-lived executor channels spread over new
+    # replicas, and lets their calls in flight finish for up to the grace.
+    keepalive_time_s: int = 60
+    keepalive_timeout_s: int = 20
+    max_connection_age_s: int = 300
+    max_connection_age_grace_s: int = 600
 
     @property
     def production(self) -> bool:
@@ -116,6 +129,18 @@ class Settings:
             "at least 4194304 (one largest request)",
         )
         max_calls = whole_number("SECRETS_MAX_CALLS_IN_FLIGHT", cls.max_calls_in_flight, 1, None, "1 or more")
+        log_format = (get("SECRETS_LOG_FORMAT") or "text").lower()
+        if log_format not in LOG_FORMATS:
+            raise ConfigError(f"SECRETS_LOG_FORMAT must be text or json, not {log_format!r}")
+        seconds = "a whole number of seconds, 1 or more"
+        keepalive_time = whole_number("SECRETS_KEEPALIVE_TIME_S", cls.keepalive_time_s, 1, None, seconds)
+        keepalive_timeout = whole_number("SECRETS_KEEPALIVE_TIMEOUT_S", cls.keepalive_timeout_s, 1, None, seconds)
+        connection_age = whole_number(
+            "SECRETS_MAX_CONNECTION_AGE_S", cls.max_connection_age_s, 0, None, "0 (no limit) or more seconds"
+        )
+        connection_grace = whole_number(
+            "SECRETS_MAX_CONNECTION_AGE_GRACE_S", cls.max_connection_age_grace_s, 1, None, seconds
+        )
         settings = cls(
             listen=get("SECRETS_LISTEN") or cls.listen,
             database_url=get("SECRETS_DATABASE_URL"),
@@ -131,6 +156,12 @@ class Settings:
             tls_cert_file=path("SECRETS_TLS_CERT_FILE"),
             tls_key_file=path("SECRETS_TLS_KEY_FILE"),
             tls_client_ca_file=path("SECRETS_TLS_CLIENT_CA_FILE"),
+            metrics_listen=get("SECRETS_METRICS_LISTEN"),
+            log_format=log_format,
+            keepalive_time_s=keepalive_time,
+            keepalive_timeout_s=keepalive_timeout,
+            max_connection_age_s=connection_age,
+            max_connection_age_grace_s=connection_grace,
         )
         settings.check()
         return settings
@@ -157,6 +188,12 @@ class Settings:
             raise ConfigError("SECRETS_TLS_CLIENT_CA_FILE (mutual TLS) needs SECRETS_TLS_CERT_FILE and _KEY_FILE")
         if ":" not in self.listen:
             raise ConfigError(f"SECRETS_LISTEN must be host:port, not {self.listen!r}")
+        if self.metrics_listen is not None:
+            port = self.metrics_listen.rpartition(":")[2]
+            if not port.isdigit() or int(port) > 65535:
+                raise ConfigError(f"SECRETS_METRICS_LISTEN must be host:port, not {self.metrics_listen!r}")
+            if self.metrics_listen == self.listen and port != "0":
+                raise ConfigError("SECRETS_METRICS_LISTEN must not be the gRPC address SECRETS_LISTEN")
         if self.database_url and self.keyring_file is None:
             # A generated keyring lives in one machine's data dir; values sealed under it in a
             # shared database would be lost with that directory (SPEC 4.1).
