@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 
 from service.app.context import Caller
+from service.app.usage import UsageRecorder
 from service.store import repository as repo
 from service.store.pool import UNAVAILABLE_ERRORS, Database
 
@@ -80,8 +81,8 @@ def record_bytes(event: repo.AuditRecord) -> int:
     """An upper bound of what a pending event holds: its texts at 4 bytes a character (the most
     Python stores), each key's entry, and the objects around them."""
     texts = (event.principal, event.action, event.outcome, event.user_id, event.workspace_id)
-    size = 4 * (sum(map(len, texts)) + len(event.execution_id) + len(event.detail))
-    return 400 + size + sum(4 * len(key) + 120 for key, _, _ in event.keys)
+    size = 4 * (sum(map(len, texts)) + len(event.execution_id) + len(event.detail) + len(event.workflow_id))
+    return 400 + size + sum(4 * len(key) + 120 for key, _, _ in event.keys) + 40 * len(event.secret_ids)
 
 
 def _name(exc: BaseException) -> str:
@@ -108,6 +109,8 @@ class AuditBuffer:
         # now) waits for the background's batch in flight, which it could not see in `_pending`,
         # and then writes what is left.
         self._writing = asyncio.Lock()
+        # Usage per (secret, workflow), summed from each batch written (service/app/usage.py).
+        self.usage: UsageRecorder | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-buffer")
@@ -161,6 +164,10 @@ class AuditBuffer:
                     "a batch of %d audit events was refused (%s); writing them one by one", len(chunk), _name(exc)
                 )
                 await self._write_one_by_one(chunk, after=events[start + len(chunk) :])
+            if self.usage is not None:
+                self.usage.merge(chunk)
+        if self.usage is not None:
+            await self.usage.flush()
 
     async def _write_one_by_one(
         self, events: Sequence[repo.AuditRecord], after: Sequence[repo.AuditRecord] = ()

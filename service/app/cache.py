@@ -81,14 +81,20 @@ class ResolveCache(Generic[T]):
         self.hits += 1
         return entry.plan
 
-    def put(self, key: tuple[str, str, tuple[str, ...]], plan: T, read_epoch: int, size: int = 0) -> None:
+    def put(
+        self, key: tuple[str, str, tuple[str, ...]], plan: T, read_epoch: int, size: int = 0, ttl: float | None = None
+    ) -> None:
         """Stores a plan of about `size` bytes, unless an invalidation happened since the read
-        began (`read_epoch`) or the plan alone would take more than a sixteenth of the budget."""
+        began (`read_epoch`) or the plan alone would take more than a sixteenth of the budget.
+        `ttl` shortens the entry's life below the cache's own (a secret in it expires sooner)."""
         if not self.enabled or read_epoch != self.epoch or size > self.max_bytes // 16:
+            return
+        if ttl is not None and ttl <= 0:
             return
         tags = (workspace_tag(key[0]), user_tag(key[1]))
         self._drop(key)
-        self._entries[key] = _Entry(plan, tags, time.monotonic() + self.ttl, size)
+        lifetime = self.ttl if ttl is None else min(self.ttl, ttl)
+        self._entries[key] = _Entry(plan, tags, time.monotonic() + lifetime, size)
         self.bytes += size
         for tag in tags:
             self._by_tag.setdefault(tag, set()).add(key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from service.domain import policy
 from service.domain.errors import InvalidArgument
@@ -64,6 +65,8 @@ class Candidate:
     restricted: bool = False
     # The run user's own role on this workspace secret, if any.
     run_user_role: SecretRole | None = None
+    # When the secret expires (seconds since the epoch), if it does.
+    expires_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,15 +104,35 @@ def decide(
     )
 
 
+def unexpired(decision: Decision, now: float) -> Decision:
+    """The decision, or SECRET_EXPIRED when the secret it chose expired by `now`. Expiry comes
+    after precedence: an expired workspace secret still wins over a personal one of the same key
+    (the run fails rather than silently use another secret)."""
+    chosen = decision.chosen
+    if chosen is None or chosen.expires_at is None or chosen.expires_at > now:
+        return decision
+    when = datetime.fromtimestamp(chosen.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return Decision(
+        decision.key, None, BlockErrorCode.SECRET_EXPIRED, f"the {chosen.scope.name.lower()} secret expired at {when}"
+    )
+
+
 def decide_all(
-    keys: Iterable[str], run_user_permission: Permission | None, candidates: Iterable[Candidate]
+    keys: Iterable[str],
+    run_user_permission: Permission | None,
+    candidates: Iterable[Candidate],
+    now: float | None = None,
 ) -> dict[str, Decision]:
-    """Decides every key at once from all candidates found for them in both scopes."""
+    """Decides every key at once from all candidates found for them in both scopes; with `now`,
+    a chosen secret that expired by then fails (SECRET_EXPIRED)."""
     workspace: dict[str, Candidate] = {}
     personal: dict[str, Candidate] = {}
     for c in candidates:
         (workspace if c.scope is Scope.WORKSPACE else personal)[c.key] = c
-    return {k: decide(k, run_user_permission, workspace.get(k), personal.get(k)) for k in keys}
+    decided = {k: decide(k, run_user_permission, workspace.get(k), personal.get(k)) for k in keys}
+    if now is not None:
+        return {k: unexpired(d, now) for k, d in decided.items()}
+    return decided
 
 
 def shadowed_keys(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from service.domain.model import Scope, Tenant
+from service.store import trash
 from service.store.repository import insert_data_key_row
 
 
@@ -37,6 +38,8 @@ class SealedRow:
     key: str
     version: int
     sealed: bytes
+    # A kept version of a deleted secret (store/trash.py), re-sealed like the others.
+    in_trash: bool = False
 
 
 _CURRENT_NOT_UNDER = """
@@ -56,8 +59,9 @@ SELECT v.secret_id AS id, s.key, v.version, v.sealed
 async def sealed_not_under(
     conn: asyncpg.Connection, scope: Scope, owner_id: str, generation: int, limit: int
 ) -> list[SealedRow]:
-    """Up to `limit` values of the scope (current first, then kept versions) whose header names
-    another generation than `generation`, locked for update until the transaction ends."""
+    """Up to `limit` values of the scope (current first, then kept versions, then those of deleted
+    secrets in the trash) whose header names another generation than `generation`, locked for
+    update until the transaction ends."""
     rows = [
         SealedRow(r["id"], False, r["key"], r["version"], r["sealed"])
         for r in await conn.fetch(_CURRENT_NOT_UNDER, int(scope), owner_id, generation, limit)
@@ -67,23 +71,31 @@ async def sealed_not_under(
             SealedRow(r["id"], True, r["key"], r["version"], r["sealed"])
             for r in await conn.fetch(_KEPT_NOT_UNDER, int(scope), owner_id, generation, limit - len(rows))
         ]
+    if len(rows) < limit:
+        rows += [
+            SealedRow(r["id"], True, r["key"], r["version"], r["sealed"], in_trash=True)
+            for r in await conn.fetch(
+                trash.KEPT_IN_TRASH_NOT_UNDER, int(scope), owner_id, generation, limit - len(rows)
+            )
+        ]
     return rows
 
 
 _REPLACE = {
-    False: "UPDATE secrets x SET sealed = t.sealed"
+    (False, False): "UPDATE secrets x SET sealed = t.sealed"
     " FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS t(id, version, sealed)"
     " WHERE x.id = t.id AND x.version = t.version",
-    True: "UPDATE secret_versions x SET sealed = t.sealed"
+    (True, False): "UPDATE secret_versions x SET sealed = t.sealed"
     " FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) AS t(id, version, sealed)"
     " WHERE x.secret_id = t.id AND x.version = t.version",
+    (True, True): trash.REPLACE_IN_TRASH,
 }
 
 
 async def replace_sealed(conn: asyncpg.Connection, items: Sequence[tuple[SealedRow, bytes]]) -> None:
     """Writes re-sealed values over the rows they were read from (locked by `sealed_not_under`)."""
-    for in_versions, statement in _REPLACE.items():
-        chosen = [(row, sealed) for row, sealed in items if row.in_versions is in_versions]
+    for (in_versions, in_trash), statement in _REPLACE.items():
+        chosen = [(row, sealed) for row, sealed in items if (row.in_versions, row.in_trash) == (in_versions, in_trash)]
         if chosen:
             await conn.execute(
                 statement,
