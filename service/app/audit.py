@@ -105,6 +105,7 @@ class AuditBuffer:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.dropped = 0
+        self.written = 0  # events written (metrics: secrets_audit_events_written_total)
         # One write at a time: an explicit flush (ListAuditEvents shows what was resolved until
         # now) waits for the background's batch in flight, which it could not see in `_pending`,
         # and then writes what is left.
@@ -148,6 +149,7 @@ class AuditBuffer:
             try:
                 async with self._db.transaction() as conn:
                     await repo.insert_audit_many(conn, chunk)
+                self.written += len(chunk)
             except UNAVAILABLE_ERRORS:
                 # Keep them for the next attempt; the database is away.
                 self._put_back(events[start:])
@@ -179,6 +181,7 @@ class AuditBuffer:
             try:
                 async with self._db.transaction() as conn:
                     await repo.insert_audit(conn, clean_record(event))
+                self.written += 1
             except _INTERRUPTED:
                 self._put_back([*events[i:], *after])
                 raise

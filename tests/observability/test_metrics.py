@@ -88,7 +88,8 @@ async def test_rpc_and_service_metrics_after_known_calls(metered: tuple[Running,
         lost = await status_of(api.resolve(ws, {"b": {"v": "{{LOST}}"}}, user=user))
         assert lost.code() == grpc.StatusCode.DATA_LOSS
 
-    samples = await eventually_scrape(port, "secrets_resolve_cache_hits_total")
+    await running.audit.flush()
+    samples = await eventually_scrape(port, "secrets_audit_events_written_total")
     check = {"grpc_service": "grpc.health.v1.Health", "grpc_method": "Check", "grpc_type": "unary"}
     assert value(samples, "grpc_server_started_total", **check) == 5
     assert value(samples, "grpc_server_handled_total", grpc_code="OK", **check) == 5
@@ -116,6 +117,7 @@ async def test_rpc_and_service_metrics_after_known_calls(metered: tuple[Running,
     assert value(samples, "secrets_db_pool_connections", state="idle") >= 1
     assert ("secrets_db_pool_waiting", frozenset()) in samples
     assert ("secrets_audit_events_pending", frozenset()) in samples
+    assert value(samples, "secrets_audit_events_written_total") >= 3  # the resolves' events
     assert ("secrets_audit_events_dropped_total", frozenset()) in samples
     for file in ("principals", "keyring"):
         for outcome in ("ok", "refused"):
