@@ -36,7 +36,8 @@ from service.app.pins import RunPins
 from service.app.reseal import reseal_legacy_values
 from service.app.resolver import ResolvePlan, ResolverService
 from service.app.retention import AuditRetention
-from service.app.trash import maintain
+from service.app.runs import RunResolver
+from service.app.trash import TrashService, maintain
 from service.app.usage import UsageRecorder
 from service.auth import AuthInterceptor, Principals, principals_source
 from service.config import EMBEDDED_MISSING, Settings, StartupError, startup_problem
@@ -350,9 +351,12 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
         invalidations.start()
     changes = Changes(db, cache)
     budget = RequestBudget(settings.max_request_bytes_in_flight)
-    add_servicer(server, SecretStoreServicer(EditorService(db, keys, changes)), SECRET_STORE, budget)
+    editor = EditorService(db, keys, changes, in_use_days=settings.in_use_days)
+    trash = TrashService(db, changes, window_days=settings.trash_days)  # issue 13: deleted secrets
+    add_servicer(server, SecretStoreServicer(editor, trash), SECRET_STORE, budget)
     grants = GrantService(db, GrantCodec(keyring), stopped_grants, pins)
-    add_servicer(server, ResolverServicer(ResolverService(db, keys, audit, cache, pins), grants), RESOLVER, budget)
+    resolver = ResolverService(db, keys, audit, cache, pins)
+    add_servicer(server, ResolverServicer(RunResolver(resolver, grants), grants), RESOLVER, budget)
     add_servicer(server, DirectoryServicer(DirectoryService(db, changes)), DIRECTORY, budget)
     add_servicer(server, OperationsServicer(OperationsService(db, keys, audit)), OPERATIONS, budget)
     health_servicer = health_aio.HealthServicer()

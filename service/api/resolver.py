@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import grpc
@@ -10,14 +10,10 @@ import grpc
 from service.api import convert
 from service.api.common import caller
 from service.api.inputs import BoundedMemo, PathSizes, Site, Walk, walk_blocks
-from service.app.context import Caller
-from service.app.grants import Grant, GrantService
-from service.app.resolver import KeyOutcome, ResolverService
-from service.domain.errors import PermissionDenied, ResourceExhausted
-from service.domain.keys import require_id
+from service.app.grants import GrantService
+from service.app.runs import BlockFailure, Reference, RunRequest, RunResolver
+from service.domain.errors import ResourceExhausted
 from service.domain.limits import MAX_INPUT_DEPTH, MAX_MESSAGE_BYTES
-from service.domain.policy import principal_may_use_workspace
-from service.domain.resolution import block_error_message, run_user_for
 from service.gen.secrets.v1 import common_pb2 as common
 from service.gen.secrets.v1 import resolver_pb2 as pb
 from service.gen.secrets.v1 import resolver_pb2_grpc as pb_grpc
@@ -49,93 +45,43 @@ _references: BoundedMemo[tuple[str, str, int, int, int, int], bytes] = BoundedMe
 
 
 class ResolverServicer(pb_grpc.ResolverServicer):
-    def __init__(self, resolver: ResolverService, grants: GrantService) -> None:
-        self._resolver = resolver
+    """Converts protobuf in and out; the run's rules are service/app/runs.py's."""
+
+    def __init__(self, runs: RunResolver, grants: GrantService) -> None:
+        self._runs = runs
         self._grants = grants
 
     async def ResolveInputs(
         self, request: pb.ResolveInputsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ResolveInputsResponse:
         who = caller()
-        grant: Grant | None = None
-        if request.grant or who.requires_grant:
-            # The run comes from the grant (app/grants.py); the request may only repeat it.
-            grant = await self._run_grant(request, who)
-            workspace_id, run_user, execution_id = grant.workspace_id, grant.run_user_id, grant.execution_id
-        else:
-            workspace_id, execution_id = request.workspace_id, request.execution_id
-            require_id("workspace_id", workspace_id)
-            # Optional, but they go into the audit log: held to the one id rule like every id.
-            require_id("workflow_id", request.workflow_id, required=False)
-            require_id("execution_id", execution_id, required=False)
-            run_user = run_user_for(
-                convert.trigger(request.trigger), request.triggering_user_id, request.workflow_owner_id
-            )
-        response = pb.ResolveInputsResponse(run_user_id=run_user)
+        run = await self._runs.start(
+            who,
+            RunRequest(
+                request.workspace_id,
+                request.workflow_id,
+                request.execution_id,
+                int(request.trigger),
+                request.triggering_user_id,
+                request.workflow_owner_id,
+                request.grant,
+                request.latest_values,
+            ),
+        )
+        response = pb.ResolveInputsResponse(run_user_id=run.run_user_id)
         for block in request.blocks:
             # The response starts as a copy of the inputs; only strings with references change.
             response.blocks.add(block_id=block.block_id).inputs.CopyFrom(block.inputs)
         walk = walk_blocks([(b.block_id, b.inputs) for b in response.blocks])
-        keys = walk.keys
-        if grant is not None and grant.keys is not None and not grant.keys.issuperset(keys):
-            outside = sorted(set(keys) - grant.keys)
-            shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
-            raise PermissionDenied(f"the run grant {grant.id} does not allow key(s) {shown}")
-        outcomes = (
-            await self._resolver.resolve_keys(workspace_id, run_user, keys, execution_id, request.latest_values)
-            if keys
-            else {}
+        await self._runs.resolve(
+            who,
+            run,
+            walk.keys,
+            [b.block_id for b in response.blocks],
+            walk.sites,
+            _ResponseWriter(response, walk),
         )
-        # Each value revealed once per call, however many places use it.
-        texts = {key: o.value.reveal() for key, o in outcomes.items() if o.value is not None}
-        # A block fails at its first reference that does not resolve; when every key resolved,
-        # none does.
-        errors: list[common.BlockError | None] = (
-            [_block_error(result, sites, outcomes) for result, sites in zip(response.blocks, walk.sites, strict=True)]
-            if len(texts) < len(outcomes)
-            else [None] * len(walk.sites)
-        )
-        # The response's size is known before a single value is copied into it (F16).
-        measure_after = _check_response_size(response, walk, errors, texts)
-        failed = 0
-        for result, sites, error in zip(response.blocks, walk.sites, errors, strict=True):
-            if error is None:
-                _fill_block(result, sites, outcomes, texts)
-            else:
-                failed += 1
-                result.ClearField("inputs")
-                result.error.CopyFrom(error)
-        if measure_after and (size := response.ByteSize()) > MAX_MESSAGE_BYTES:
-            raise _too_large(size)
-        if keys:
-            used = [o.decision for o in outcomes.values() if o.value is not None]
-            self._resolver.record(
-                who, workspace_id, run_user, execution_id, used, failed, grant.id if grant is not None else ""
-            )
         return response
-
-    async def _run_grant(self, request: pb.ResolveInputsRequest, who: Caller) -> Grant:
-        """The request's run grant, checked; PermissionDenied when there is none (for an executor
-        that requires one), it cannot be used, or the request names another run than its own."""
-        if not request.grant:
-            raise PermissionDenied(
-                f"principal {who.principal!r} may resolve only with a run grant (ResolveInputsRequest.grant)"
-            )
-        grant = await self._grants.check(request.grant)
-        if not principal_may_use_workspace(who.workspaces, grant.workspace_id):
-            raise PermissionDenied(f"principal {who.principal!r} is not scoped to workspace {grant.workspace_id!r}")
-        for field, asked, granted in (
-            ("workspace_id", request.workspace_id, grant.workspace_id),
-            ("workflow_id", request.workflow_id, grant.workflow_id),
-            ("execution_id", request.execution_id, grant.execution_id),
-            ("triggering_user_id", request.triggering_user_id, grant.triggering_user_id),
-            ("workflow_owner_id", request.workflow_owner_id, grant.workflow_owner_id),
-        ):
-            if asked and asked != granted:
-                raise PermissionDenied(f"{field} differs from the run grant's; leave it empty or send the grant's")
-        if request.trigger and int(request.trigger) != int(grant.trigger):
-            raise PermissionDenied("trigger differs from the run grant's; leave it unspecified or send the grant's")
-        return grant
 
     async def IssueRunGrant(
         self, request: pb.IssueRunGrantRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -166,23 +112,6 @@ class ResolverServicer(pb_grpc.ResolverServicer):
         return pb.EndRunResponse(grants_ended=ended)
 
 
-def _block_error(
-    result: pb.BlockResult, sites: list[Site], outcomes: Mapping[str, KeyOutcome]
-) -> common.BlockError | None:
-    """The block's first reference that does not resolve, as its error; None when all do."""
-    for site in sites:
-        for ref in site.template.references:
-            decision = outcomes[ref.key].decision
-            if decision.error is not None:
-                return common.BlockError(
-                    code=int(decision.error),  # type: ignore[arg-type]
-                    key=ref.key,
-                    field_path=site.path,
-                    message=block_error_message(result.block_id, site.path, decision),
-                )
-    return None
-
-
 def _too_large(size: int) -> ResourceExhausted:
     return ResourceExhausted(
         f"the resolved inputs would take about {size:,} bytes, over the {MAX_MESSAGE_BYTES:,} bytes that "
@@ -197,7 +126,7 @@ def _utf8_size(text: str) -> int:
 def _check_response_size(
     response: pb.ResolveInputsResponse,
     walk: Walk,
-    errors: list[common.BlockError | None],
+    errors: Sequence[BlockFailure | None],
     texts: Mapping[str, str],
 ) -> bool:
     """Raises ResourceExhausted when the response would exceed MAX_MESSAGE_BYTES, from what is
@@ -219,7 +148,7 @@ def _check_response_size(
             if error is not None:
                 # Inputs out, error in, each with its tag and length prefix; the block's own
                 # prefix may grow.
-                upper += error.ByteSize() - result.inputs.ByteSize() + 7
+                upper += _error(error).ByteSize() - result.inputs.ByteSize() + 7
     # First a bound that needs no path and no value's size: what every call pays. A value's
     # UTF-8 takes 4 bytes a code point at most; a path, its names twice over and 12 bytes a level.
     rough = walk.references * (
@@ -248,35 +177,46 @@ def _check_response_size(
     return upper > MAX_MESSAGE_BYTES
 
 
-def _fill_block(
-    result: pb.BlockResult, sites: list[Site], outcomes: Mapping[str, KeyOutcome], texts: Mapping[str, str]
-) -> None:
-    """Renders one block's strings, each reference's value where its `{{KEY}}` was, and lists
-    the references with the offsets of their values in code points (resolver.proto)."""
-    fragments = []
-    remembered = _references.get
-    for site in sites:
-        template = site.template
-        parts = template.parts
-        if not template.references:
-            site.holder.string_value = parts[0]  # escapes only (`\{{` -> `{{`)
-            continue
-        path = site.path
-        out = [parts[0]]
-        start = len(parts[0])
-        for ref, part in zip(template.references, parts[1:], strict=True):
-            text = texts[ref.key]
-            chosen = outcomes[ref.key].decision.chosen
-            assert chosen is not None
-            end = start + len(text)
-            entry = (path, ref.key, int(chosen.scope), chosen.version, start, end)
-            fragments.append(remembered(entry) or _reference_bytes(entry))
-            out.append(text)
-            out.append(part)
-            start = end + len(part)
-        site.holder.string_value = "".join(out)
-    # One parse of prebuilt bytes instead of a Python call per field of each reference.
-    result.MergeFromString(b"".join(fragments))
+class _ResponseWriter:
+    """The run's result written into the protobuf response (the port app/runs.py writes to)."""
+
+    __slots__ = ("measure_after", "response", "walk")
+
+    def __init__(self, response: pb.ResolveInputsResponse, walk: Walk) -> None:
+        self.response = response
+        self.walk = walk
+        self.measure_after = False
+
+    def check_size(self, failures: Sequence[BlockFailure | None], texts: Mapping[str, str]) -> None:
+        self.measure_after = _check_response_size(self.response, self.walk, failures, texts)
+
+    def fail_block(self, index: int, failure: BlockFailure) -> None:
+        result = self.response.blocks[index]
+        result.ClearField("inputs")
+        result.error.CopyFrom(_error(failure))
+
+    def set_string(self, site: Site, text: str) -> None:
+        site.holder.string_value = text
+
+    def add_references(self, index: int, references: list[Reference]) -> None:
+        # One parse of prebuilt bytes instead of a Python call per field of each reference.
+        remembered = _references.get
+        self.response.blocks[index].MergeFromString(
+            b"".join([remembered(entry) or _reference_bytes(entry) for entry in references])
+        )
+
+    def finish(self) -> None:
+        if self.measure_after and (size := self.response.ByteSize()) > MAX_MESSAGE_BYTES:
+            raise _too_large(size)
+
+
+def _error(failure: BlockFailure) -> common.BlockError:
+    return common.BlockError(
+        code=int(failure.code),  # type: ignore[arg-type]
+        key=failure.key,
+        field_path=failure.field_path,
+        message=failure.message,
+    )
 
 
 def _reference_bytes(entry: tuple[str, str, int, int, int, int]) -> bytes:

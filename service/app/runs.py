@@ -1,0 +1,287 @@
+"""Resolving a run's blocks (Resolver.ResolveInputs): the executor's use case, whole.
+
+`RunResolver.start` decides the run: from its run grant (verified, and the request may only
+repeat what it says), or from the request's trigger and users (the run user rule of
+domain/resolution.py). `RunResolver.resolve` then checks the grant's keys, resolves and opens
+each key once (service/app/resolver.py), applies the block-failure rule (a block fails at its
+first reference that does not resolve), renders every string with the values in place and the
+offsets of each value, and buffers the audit event, which also feeds usage. Nothing above this
+module decides anything about a run.
+
+The walk of the inputs stays in the api layer (service/api/inputs.py): it works on the
+protobuf Struct in place, and the response is a copy of the request in which only the strings
+that hold references are rewritten. Converting the inputs into other objects and back is what
+would make a resolve slow, so this module receives the walk's sites (anything with a `template`
+and a `path`) and writes its result through the `ResolvedInputs` port, which the servicer
+implements on the protobuf response. The rules the walk applies (templates, limits, the id rule)
+all come from service/domain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+from service.app.context import Caller
+from service.app.grants import Grant, GrantService
+from service.app.resolver import KeyOutcome, ResolverService
+from service.domain.errors import DataLoss, PermissionDenied
+from service.domain.keys import require_id
+from service.domain.model import BlockErrorCode, Trigger
+from service.domain.policy import principal_may_use_workspace
+from service.domain.resolution import block_error_message, run_user_for
+from service.domain.templates import Template
+
+
+class TemplateSite(Protocol):
+    """One string of the inputs that holds references or escapes, as the walk found it."""
+
+    @property
+    def template(self) -> Template: ...
+
+    @property
+    def path(self) -> str: ...
+
+
+SiteT = TypeVar("SiteT", bound=TemplateSite)
+SiteT_contra = TypeVar("SiteT_contra", bound=TemplateSite, contravariant=True)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockFailure:
+    """Why a block cannot run: its first reference that does not resolve."""
+
+    code: BlockErrorCode
+    key: str
+    field_path: str
+    message: str
+
+
+# One reference's place in its rendered string: (field path, key, scope, version, start, end),
+# offsets in code points (resolver.proto). Names and numbers, never a value.
+Reference = tuple[str, str, int, int, int, int]
+
+
+class ResolvedInputs(Protocol[SiteT_contra]):
+    """Where `RunResolver.resolve` writes a run's result; the servicer implements it on the
+    protobuf response, which starts as a copy of the request's blocks."""
+
+    def check_size(self, failures: Sequence[BlockFailure | None], texts: Mapping[str, str]) -> None:
+        """Raises ResourceExhausted when the response could not be sent; called before any
+        value is written."""
+
+    def fail_block(self, index: int, failure: BlockFailure) -> None: ...
+
+    def set_string(self, site: SiteT_contra, text: str) -> None: ...
+
+    def add_references(self, index: int, references: list[Reference]) -> None: ...
+
+    def finish(self) -> None:
+        """Raises ResourceExhausted when the response, now built, is too large to send."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """What the executor says about the run (every id unchecked until `start`)."""
+
+    workspace_id: str
+    workflow_id: str
+    execution_id: str
+    trigger: int  # secrets.v1.Trigger's number; 0 when unspecified
+    triggering_user_id: str
+    workflow_owner_id: str
+    grant: str
+    latest_values: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A run as decided: whose secrets it may use, and what its audit event names."""
+
+    workspace_id: str
+    workflow_id: str
+    execution_id: str
+    run_user_id: str
+    trigger: int
+    latest_values: bool
+    grant: Grant | None
+
+
+def _trigger(number: int) -> Trigger | None:
+    try:
+        return Trigger(number)
+    except ValueError:
+        return None
+
+
+class RunResolver:
+    def __init__(self, resolver: ResolverService, grants: GrantService) -> None:
+        self._resolver = resolver
+        self._grants = grants
+
+    async def start(self, caller: Caller, request: RunRequest) -> Run:
+        """The run the request is for: the run grant's (a principal that requires one must send
+        one), else the one the request describes."""
+        if request.grant or caller.requires_grant:
+            grant = await self._run_grant(caller, request)
+            return Run(
+                grant.workspace_id,
+                grant.workflow_id,
+                grant.execution_id,
+                grant.run_user_id,
+                int(grant.trigger),
+                request.latest_values,
+                grant,
+            )
+        require_id("workspace_id", request.workspace_id)
+        # Optional, but they go into the audit log: held to the one id rule like every id.
+        require_id("workflow_id", request.workflow_id, required=False)
+        require_id("execution_id", request.execution_id, required=False)
+        run_user = run_user_for(_trigger(request.trigger), request.triggering_user_id, request.workflow_owner_id)
+        return Run(
+            request.workspace_id,
+            request.workflow_id,
+            request.execution_id,
+            run_user,
+            request.trigger,
+            request.latest_values,
+            None,
+        )
+
+    async def _run_grant(self, caller: Caller, request: RunRequest) -> Grant:
+        """The request's run grant, checked; PermissionDenied when there is none (for an executor
+        that requires one), it cannot be used, or the request names another run than its own."""
+        if not request.grant:
+            raise PermissionDenied(
+                f"principal {caller.principal!r} may resolve only with a run grant (ResolveInputsRequest.grant)"
+            )
+        grant = await self._grants.check(request.grant)
+        if not principal_may_use_workspace(caller.workspaces, grant.workspace_id):
+            raise PermissionDenied(f"principal {caller.principal!r} is not scoped to workspace {grant.workspace_id!r}")
+        for field, asked, granted in (
+            ("workspace_id", request.workspace_id, grant.workspace_id),
+            ("workflow_id", request.workflow_id, grant.workflow_id),
+            ("execution_id", request.execution_id, grant.execution_id),
+            ("triggering_user_id", request.triggering_user_id, grant.triggering_user_id),
+            ("workflow_owner_id", request.workflow_owner_id, grant.workflow_owner_id),
+        ):
+            if asked and asked != granted:
+                raise PermissionDenied(f"{field} differs from the run grant's; leave it empty or send the grant's")
+        if request.trigger and request.trigger != int(grant.trigger):
+            raise PermissionDenied("trigger differs from the run grant's; leave it unspecified or send the grant's")
+        return grant
+
+    async def resolve(
+        self,
+        caller: Caller,
+        run: Run,
+        keys: Sequence[str],
+        block_ids: Sequence[str],
+        sites: Sequence[Sequence[SiteT]],
+        out: ResolvedInputs[SiteT],
+    ) -> None:
+        """Resolves every block of the run into `out` and buffers the audit event."""
+        grant = run.grant
+        if grant is not None and grant.keys is not None and not grant.keys.issuperset(keys):
+            outside = sorted(set(keys) - grant.keys)
+            shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+            raise PermissionDenied(f"the run grant {grant.id} does not allow key(s) {shown}")
+        outcomes: dict[str, KeyOutcome] = {}
+        if keys:
+            try:
+                outcomes = await self._resolver.resolve_keys(
+                    run.workspace_id, run.run_user_id, keys, run.execution_id, run.latest_values
+                )
+            except DataLoss as exc:
+                # Audited too: a value that fails authentication is what an investigator looks for.
+                self._resolver.record_data_loss(
+                    caller,
+                    run.workspace_id,
+                    run.run_user_id,
+                    run.execution_id,
+                    exc,
+                    workflow_id=run.workflow_id,
+                    trigger=run.trigger,
+                )
+                raise
+        # Each value revealed once per call, however many places use it.
+        texts = {key: o.value.reveal() for key, o in outcomes.items() if o.value is not None}
+        # A block fails at its first reference that does not resolve; when every key resolved,
+        # none does.
+        failures: list[BlockFailure | None] = (
+            [
+                _first_failure(block_id, block_sites, outcomes)
+                for block_id, block_sites in zip(block_ids, sites, strict=True)
+            ]
+            if len(texts) < len(outcomes)
+            else [None] * len(sites)
+        )
+        # The response's size is known before a single value is copied into it (F16).
+        out.check_size(failures, texts)
+        failed = 0
+        for index, (block_sites, failure) in enumerate(zip(sites, failures, strict=True)):
+            if failure is None:
+                out.add_references(index, _render(block_sites, outcomes, texts, out))
+            else:
+                failed += 1
+                out.fail_block(index, failure)
+        out.finish()
+        if keys:
+            used = [o for o in outcomes.values() if o.value is not None]
+            self._resolver.record(
+                caller,
+                run.workspace_id,
+                run.run_user_id,
+                run.execution_id,
+                used,
+                failed,
+                grant.id if grant is not None else "",
+                run.workflow_id,
+                trigger=run.trigger,
+                failed_keys=[(k, int(o.decision.error)) for k, o in outcomes.items() if o.decision.error is not None],
+            )
+
+
+def _first_failure(
+    block_id: str, sites: Sequence[TemplateSite], outcomes: Mapping[str, KeyOutcome]
+) -> BlockFailure | None:
+    """The block's first reference that does not resolve, as its failure; None when all do."""
+    for site in sites:
+        for ref in site.template.references:
+            decision = outcomes[ref.key].decision
+            if decision.error is not None:
+                path = site.path
+                return BlockFailure(decision.error, ref.key, path, block_error_message(block_id, path, decision))
+    return None
+
+
+def _render(
+    sites: Sequence[SiteT],
+    outcomes: Mapping[str, KeyOutcome],
+    texts: Mapping[str, str],
+    out: ResolvedInputs[SiteT],
+) -> list[Reference]:
+    """Renders one block's strings, each reference's value where its `{{KEY}}` was, and returns
+    its references with the offsets of their values in code points (resolver.proto)."""
+    references: list[Reference] = []
+    for site in sites:
+        template = site.template
+        parts = template.parts
+        if not template.references:
+            out.set_string(site, parts[0])  # escapes only (`\{{` -> `{{`)
+            continue
+        path = site.path
+        rendered = [parts[0]]
+        start = len(parts[0])
+        for ref, part in zip(template.references, parts[1:], strict=True):
+            text = texts[ref.key]
+            chosen = outcomes[ref.key].decision.chosen
+            assert chosen is not None
+            end = start + len(text)
+            references.append((path, ref.key, int(chosen.scope), chosen.version, start, end))
+            rendered.append(text)
+            rendered.append(part)
+            start = end + len(part)
+        out.set_string(site, "".join(rendered))
+    return references
