@@ -70,9 +70,17 @@ class Settings:
     # admits N times as many. Clients should retry RESOURCE_EXHAUSTED with backoff, ideally on
     # another replica.
     max_calls_in_flight: int = 512
+    # Issue 13. The in-use guard: deleting or renaming a secret that a workflow used in the last
+    # this many days is refused unless the request acknowledges it (0 turns the guard off).
+    in_use_days: int = 30
+    # Deleted secrets stay in the trash, sealed and restorable, this many days; then they are
+    # purged for good.
+    trash_days: int = 30
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None
+    # Audit events older than this many days are deleted (service/app/retention.py); 0 keeps them.
+    audit_retention_days: int = 400
     # host:port of Prometheus /metrics (service/observability); None: no metrics.
     metrics_listen: str | None = None
     # text: one line per record; json: one JSON object per line.
@@ -129,6 +137,15 @@ class Settings:
             "at least 4194304 (one largest request)",
         )
         max_calls = whole_number("SECRETS_MAX_CALLS_IN_FLIGHT", cls.max_calls_in_flight, 1, None, "1 or more")
+        retention_days = whole_number(
+            "SECRETS_AUDIT_RETENTION_DAYS",
+            cls.audit_retention_days,
+            0,
+            100_000,
+            "a number of days from 0 (keep every event) to 100000",
+        )
+        in_use_days = whole_number("SECRETS_IN_USE_DAYS", cls.in_use_days, 0, 365, "between 0 (off) and 365")
+        trash_days = whole_number("SECRETS_TRASH_DAYS", cls.trash_days, 1, 3650, "between 1 and 3650")
         log_format = (get("SECRETS_LOG_FORMAT") or "text").lower()
         if log_format not in LOG_FORMATS:
             raise ConfigError(f"SECRETS_LOG_FORMAT must be text or json, not {log_format!r}")
@@ -153,9 +170,12 @@ class Settings:
             resolve_cache_entries=cache_entries,
             max_request_bytes_in_flight=request_budget,
             max_calls_in_flight=max_calls,
+            in_use_days=in_use_days,
+            trash_days=trash_days,
             tls_cert_file=path("SECRETS_TLS_CERT_FILE"),
             tls_key_file=path("SECRETS_TLS_KEY_FILE"),
             tls_client_ca_file=path("SECRETS_TLS_CLIENT_CA_FILE"),
+            audit_retention_days=retention_days,
             metrics_listen=get("SECRETS_METRICS_LISTEN"),
             log_format=log_format,
             keepalive_time_s=keepalive_time,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import grpc
@@ -9,6 +10,8 @@ import grpc
 from service.api import convert
 from service.api.common import caller
 from service.app.operations import OperationsService
+from service.domain.audit_filter import AuditFilter
+from service.domain.errors import FieldViolation, InvalidArgument
 from service.gen.secrets.v1 import operations_pb2 as pb
 from service.gen.secrets.v1 import operations_pb2_grpc as pb_grpc
 
@@ -46,7 +49,16 @@ class OperationsServicer(pb_grpc.OperationsServicer):
         )
 
     async def ListAuditEvents(self, request: pb.ListAuditEventsRequest, context: Ctx) -> pb.ListAuditEventsResponse:
-        rows, token = await self._ops.audit_events(request.workspace_id, request.page_size, request.page_token)
+        where = AuditFilter(
+            workspace_id=request.workspace_id,
+            principal=request.principal,
+            user_id=request.user_id,
+            key=request.key,
+            action=request.action,
+            start=_time(request, "start_time"),
+            end=_time(request, "end_time"),
+        )
+        page = await self._ops.audit_events(where, request.page_size, request.page_token)
         return pb.ListAuditEventsResponse(
             events=[
                 pb.AuditEvent(
@@ -60,8 +72,25 @@ class OperationsServicer(pb_grpc.OperationsServicer):
                     execution_id=r.record.execution_id,
                     outcome=r.record.outcome,
                     detail=r.record.detail,
+                    trigger=r.record.trigger,  # type: ignore[arg-type]
+                    workflow_id=r.record.workflow_id,
+                    failed_keys=[pb.AuditFailedKey(key=k, code=c) for k, c in r.record.failed_keys],  # type: ignore[arg-type]
                 )
-                for r in rows
+                for r in page.events
             ],
-            next_page_token=token,
+            next_page_token=page.next_page_token,
         )
+
+
+# The range of google.protobuf.Timestamp: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999999Z.
+_MIN_SECONDS, _MAX_SECONDS = -62_135_596_800, 253_402_300_799
+
+
+def _time(request: pb.ListAuditEventsRequest, field: str) -> datetime | None:
+    """The time filter `field`, None when unset; INVALID_ARGUMENT (naming it) outside Timestamp's range."""
+    if not request.HasField(field):  # type: ignore[arg-type]
+        return None
+    ts = getattr(request, field)
+    if not _MIN_SECONDS <= ts.seconds <= _MAX_SECONDS or not 0 <= ts.nanos < 1_000_000_000:
+        raise InvalidArgument(f"{field} is not a valid time", [FieldViolation(field, "is not a valid time")])
+    return datetime.fromtimestamp(0, UTC) + timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)

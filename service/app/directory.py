@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from service.app import listings
 from service.app.audit import audit_record
 from service.app.cache import workspace_tag
 from service.app.changes import Changes
@@ -63,7 +64,9 @@ class DirectoryService:
             )
         return removed, roles
 
-    async def list_members(self, workspace_id: str) -> list[WorkspaceMember]:
-        require_id("workspace_id", workspace_id)
-        async with self._db.connection() as conn:
-            return [member_of(m) for m in await repo.list_members(conn, workspace_id)]
+    async def list_members(
+        self, workspace_id: str, page_size: int = 0, page_token: str = ""
+    ) -> tuple[list[WorkspaceMember], str]:
+        """One page of the workspace's members, by user id, and the next page's token ('' at the end)."""
+        page = await listings.members_page(self._db, workspace_id, page_size, page_token)
+        return [member_of(m) for m in page.members], page.next_page_token

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import asyncpg
 
 from service.app.audit import AuditBuffer, audit_record
+from service.app.audit_listing import AuditPage, audit_page, audit_query
 from service.app.cache import scope_tag
 from service.app.context import Caller
 from service.app.keys import DataKeys, key_tag
 from service.crypto.aead import IntegrityError
 from service.crypto.envelope import DataKey, seal
+from service.domain.audit_filter import AuditFilter
 from service.domain.errors import DataLoss, FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from service.domain.keys import require_id
-from service.domain.limits import MAX_MESSAGE_BYTES
 from service.domain.model import Scope, Tenant, TenantKind
 from service.store import datakeys
 from service.store import repository as repo
@@ -37,10 +35,6 @@ RESEAL_BATCH = 200
 # Between the last value moving off the old data key and the key's destruction: resolves that read
 # a value before it moved finish opening it with the old key meanwhile.
 DATA_KEY_GRACE = 1.0
-MAX_AUDIT_PAGE = 500
-DEFAULT_AUDIT_PAGE = 50
-# Bytes of events one page may hold, by _event_bytes: half of what one response may carry.
-AUDIT_PAGE_BYTES = MAX_MESSAGE_BYTES // 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,30 +189,13 @@ class OperationsService:
                 "that rotation finishes the work"
             )
 
-    async def audit_events(self, workspace_id: str, page_size: int, page_token: str) -> tuple[list[repo.AuditRow], str]:
-        if page_size < 0:
-            raise InvalidArgument("page_size must not be negative")
-        size = min(page_size or DEFAULT_AUDIT_PAGE, MAX_AUDIT_PAGE)
-        require_id("workspace_id", workspace_id, required=False)
-        require_id("page_token", page_token, required=False)
-        before = _decode_token(page_token) if page_token else None
+    async def audit_events(self, where: AuditFilter, page_size: int, page_token: str) -> AuditPage:
+        """One page of the audit log (app/audit_listing.py)."""
+        query = audit_query(where, page_size, page_token)  # checked before the flush: a bad request writes nothing
         # Resolve events wait in a buffer for at most a few milliseconds; an operator reading the
         # log should see them.
         await self._audit.flush()
-        async with self._db.connection() as conn:
-            rows = await repo.list_audit(conn, workspace_id, before, size + 1)
-        more = len(rows) > size
-        rows = rows[:size]
-        # A page also ends before its events pass AUDIT_PAGE_BYTES (one event a page at least): a
-        # resolve event lists up to 500 keys of 256 characters, and 50 of them overflowed the
-        # 4 MiB a response may hold, so the default page could not be read at all.
-        total = 0
-        for i, row in enumerate(rows):
-            total += _event_bytes(row.record)
-            if total > AUDIT_PAGE_BYTES and i > 0:
-                rows, more = rows[:i], True
-                break
-        return rows, _encode_token(rows[-1]) if more and rows else ""
+        return await audit_page(self._db, query)
 
 
 def _tenant(workspace_id: str, user_id: str) -> Tenant:
@@ -235,33 +212,3 @@ def _tenant(workspace_id: str, user_id: str) -> Tenant:
 
 def _describe(tenant: Tenant) -> str:
     return f"{'workspace' if tenant.kind is TenantKind.WORKSPACE else 'user'} {tenant.id!r}"
-
-
-def _event_bytes(record: repo.AuditRecord) -> int:
-    """An upper bound of the event's size in a ListAuditEvents response (its texts in UTF-8, and
-    generous room for tags, length prefixes, numbers and the time)."""
-    texts = (record.principal, record.user_id, record.workspace_id, record.action)
-    size = 96 + sum(len(t.encode()) for t in (*texts, record.execution_id, record.outcome, record.detail))
-    return size + sum(24 + len(key.encode()) for key, _, _ in record.keys)
-
-
-def _encode_token(last: repo.AuditRow) -> str:
-    return base64.urlsafe_b64encode(f"v1|{last.at.isoformat()}|{last.id}".encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[datetime, int]:
-    try:
-        version, at, number = base64.urlsafe_b64decode(token.encode()).decode().split("|")
-        if version != "v1":
-            raise ValueError(version)
-        when, last_id = datetime.fromisoformat(at), int(number)
-        # Only what this service issues: a bigserial id and an aware time Postgres can hold
-        # (a forged 2**63 or year-1 offset made the query fail, which was INTERNAL).
-        if not 1 <= last_id < 2**63 or when.tzinfo is None or not 2000 <= when.astimezone(UTC).year <= 9000:
-            raise ValueError(number)
-        return when, last_id
-    except (ValueError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise InvalidArgument(
-            "page_token is not one this service issued",
-            [FieldViolation("page_token", "is not one this service issued")],
-        ) from None

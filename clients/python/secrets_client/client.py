@@ -10,6 +10,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -265,8 +266,28 @@ class EditorClient(_Client):
     def _stub(self) -> SecretStoreAsyncStub:
         return store_grpc.SecretStoreStub(self.channel)
 
-    async def list_secrets(self, user_id: str, workspace_id: str) -> store.ListSecretsResponse:
-        return await self._call(self._stub().ListSecrets, store.ListSecretsRequest(workspace_id=workspace_id), user_id)
+    async def list_secrets(
+        self, user_id: str, workspace_id: str, *, page_size: int = 0, page_token: str = ""
+    ) -> store.ListSecretsResponse:
+        """One page (100 secrets by default, 1,000 at most): the workspace's secrets by key, then the
+        user's personal ones; `next_page_token` continues it. `iter_secrets` reads every page."""
+        request = store.ListSecretsRequest(workspace_id=workspace_id, page_size=page_size, page_token=page_token)
+        return await self._call(self._stub().ListSecrets, request, user_id)
+
+    async def iter_secrets(
+        self, user_id: str, workspace_id: str, *, page_size: int = 1000
+    ) -> AsyncIterator[common.SecretSummary]:
+        """Every secret of the listing, workspace secrets first, fetching page by page. Saves made
+        meanwhile never make a key appear twice or be skipped (keyset paging). To save after it,
+        use the revisions of a `list_secrets` call made before it."""
+        token = ""
+        while True:
+            page = await self.list_secrets(user_id, workspace_id, page_size=page_size, page_token=token)
+            for summary in (*page.workspace_secrets, *page.personal_secrets):
+                yield summary
+            token = page.next_page_token
+            if not token:
+                return
 
     async def save(
         self,
@@ -358,9 +379,12 @@ class EditorClient(_Client):
         return (await self._call(self._stub().RestoreSecretVersion, request, user_id)).secret
 
     async def list_referenceable(
-        self, user_id: str, workspace_id: str, prefix: str = ""
+        self, user_id: str, workspace_id: str, prefix: str = "", *, page_size: int = 0, page_token: str = ""
     ) -> store.ListReferenceableResponse:
-        request = store.ListReferenceableRequest(workspace_id=workspace_id, prefix=prefix)
+        """One page of the keys the user can reference; `next_page_token` continues it."""
+        request = store.ListReferenceableRequest(
+            workspace_id=workspace_id, prefix=prefix, page_size=page_size, page_token=page_token
+        )
         return await self._call(self._stub().ListReferenceable, request, user_id)
 
     async def explain(
@@ -407,11 +431,19 @@ class DirectoryClient(_Client):
         request = directory.RemoveWorkspaceMemberRequest(workspace_id=workspace_id, user_id=user_id)
         return await self._call(directory_grpc.DirectoryStub(self.channel).RemoveWorkspaceMember, request)
 
-    async def list_members(self, workspace_id: str) -> list[directory.WorkspaceMember]:
-        request = directory.ListWorkspaceMembersRequest(workspace_id=workspace_id)
-        return list(
-            (await self._call(directory_grpc.DirectoryStub(self.channel).ListWorkspaceMembers, request)).members
-        )
+    async def list_members(self, workspace_id: str, *, page_size: int = 1000) -> list[directory.WorkspaceMember]:
+        """Every member of the workspace, by user id, fetched page by page."""
+        members: list[directory.WorkspaceMember] = []
+        token = ""
+        while True:
+            request = directory.ListWorkspaceMembersRequest(
+                workspace_id=workspace_id, page_size=page_size, page_token=token
+            )
+            page = await self._call(directory_grpc.DirectoryStub(self.channel).ListWorkspaceMembers, request)
+            members.extend(page.members)
+            token = page.next_page_token
+            if not token:
+                return members
 
 
 class OpsClient(_Client):
@@ -434,13 +466,36 @@ class OpsClient(_Client):
         request = operations.RotateDataKeysRequest(workspace_id=workspace_id, user_id=user_id)
         return await self._call(self._stub().RotateDataKeys, request, timeout=timeout)
 
-    async def audit_events(self, workspace_id: str = "", page_size: int = 100) -> AsyncIterator[operations.AuditEvent]:
-        """Every audit event, newest first, fetching page by page."""
+    async def audit_events(
+        self,
+        workspace_id: str = "",
+        page_size: int = 100,
+        *,
+        principal: str = "",
+        user_id: str = "",
+        key: str = "",
+        action: str = "",
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> AsyncIterator[operations.AuditEvent]:
+        """Every audit event matching the filters (all of them; empty ones match everything),
+        newest first, fetching page by page. `start` and `end` (aware datetimes) bound the time:
+        at or after `start`, before `end`."""
         token = ""
         while True:
             request = operations.ListAuditEventsRequest(
-                workspace_id=workspace_id, page_size=page_size, page_token=token
+                workspace_id=workspace_id,
+                page_size=page_size,
+                page_token=token,
+                principal=principal,
+                user_id=user_id,
+                key=key,
+                action=action,
             )
+            if start is not None:
+                request.start_time.FromDatetime(start)
+            if end is not None:
+                request.end_time.FromDatetime(end)
             reply = await self._call(self._stub().ListAuditEvents, request)
             for event in reply.events:
                 yield event

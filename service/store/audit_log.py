@@ -1,0 +1,119 @@
+"""Reading and pruning the audit log: ListAuditEvents' filtered keyset pages, and retention's
+bounded deletes. (Events are written by repository.insert_audit and insert_audit_many.)"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from service.domain.audit_filter import AuditFilter
+from service.store.repository import AuditRecord
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    id: int
+    at: datetime
+    record: AuditRecord
+
+
+def _row(r: asyncpg.Record) -> AuditRow:
+    return AuditRow(
+        r["id"],
+        r["at"],
+        AuditRecord(
+            principal=r["principal"],
+            action=r["action"],
+            outcome=r["outcome"],
+            user_id=r["user_id"],
+            workspace_id=r["workspace_id"],
+            keys=tuple((k["key"], int(k["scope"]), int(k["version"])) for k in json.loads(r["keys"])),
+            execution_id=r["execution_id"],
+            detail=r["detail"],
+            workflow_id=r["workflow_id"],
+            trigger=int(r["trigger"]),
+            failed_keys=tuple((k["key"], int(k["code"])) for k in json.loads(r["failed_keys"])),
+        ),
+    )
+
+
+async def list_events(
+    conn: asyncpg.Connection, where: AuditFilter, before: tuple[datetime, int] | None, limit: int
+) -> list[AuditRow]:
+    """Up to `limit` events matching `where`, newest first by (time, id); `before` (time, id) of the
+    last event of the previous page continues after it (keyset paging: events written meanwhile
+    never shift the listing). Each filter has an index in that order (migration 0006)."""
+    args: list[Any] = []
+
+    def arg(value: Any) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    conditions = []
+    for column in ("workspace_id", "principal", "user_id", "action"):
+        value = getattr(where, column)
+        if value:
+            conditions.append(f"{column} = {arg(value)}")
+    if where.key:
+        # Containment, which the GIN indexes answer: the key among those used or those failed.
+        conditions.append(
+            f"(keys @> {arg(json.dumps([{'key': where.key}]))}::jsonb"
+            f" OR failed_keys @> {arg(json.dumps([{'key': where.key}]))}::jsonb)"
+        )
+    if where.start is not None:
+        conditions.append(f"at >= {arg(where.start)}")
+    if where.end is not None:
+        conditions.append(f"at < {arg(where.end)}")
+    if before is not None:
+        conditions.append(f"(at, id) < ({arg(before[0])}::timestamptz, {arg(before[1])}::bigint)")
+    rows = await conn.fetch(
+        "SELECT id, at, principal, user_id, workspace_id, action, keys::text AS keys, execution_id, outcome, detail,"
+        " trigger, workflow_id, failed_keys::text AS failed_keys FROM audit_events"
+        + (" WHERE " + " AND ".join(conditions) if conditions else "")
+        + f" ORDER BY at DESC, id DESC LIMIT {arg(limit)}",
+        *args,
+    )
+    return [_row(r) for r in rows]
+
+
+async def delete_older_than(conn: asyncpg.Connection, cutoff: datetime, limit: int) -> int:
+    """Deletes up to `limit` of the oldest events before `cutoff`; how many it deleted. One short
+    statement that locks only the rows it deletes (nothing updates audit rows, and inserts take no
+    lock that a delete holds), walking the time index from its old end."""
+    status = await conn.execute(
+        "DELETE FROM audit_events WHERE id IN (SELECT id FROM audit_events WHERE at < $1 ORDER BY at, id LIMIT $2)",
+        cutoff,
+        limit,
+    )
+    return int(status.rsplit(" ", 1)[1])
+
+
+async def oldest_event_time(conn: asyncpg.Connection) -> datetime | None:
+    value = await conn.fetchval("SELECT min(at) FROM audit_events")
+    return value if isinstance(value, datetime) else None
+
+
+# Any constant will do, as long as every replica uses the same one (and it differs from
+# migrations.MIGRATION_LOCK_ID): one replica at a time prunes the audit log.
+RETENTION_LOCK_ID = 7_351_902_115
+
+
+@contextlib.asynccontextmanager
+async def retention_lock(url: str, timeout: float = 10.0) -> AsyncIterator[asyncpg.Connection | None]:
+    """A connection of its own holding the retention lock, or None while another replica holds it.
+
+    A session-level advisory lock on a connection outside the pool: pooled connections keep no
+    session state (pool.py), and closing this one releases the lock whatever happens, a crash or
+    a cancelled task included. The lock is tried, never waited for."""
+    conn = await asyncpg.connect(url, timeout=timeout)
+    try:
+        held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK_ID))
+        yield conn if held else None
+    finally:
+        await conn.close()
