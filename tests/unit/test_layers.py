@@ -31,6 +31,8 @@ IO_MODULES = (
     "subprocess",
     "tempfile",
     "threading",
+    "time",
+    "random",
     "urllib",
     "service.api",
     "service.app",
