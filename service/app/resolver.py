@@ -12,14 +12,15 @@ from datetime import UTC, datetime
 from service.app.audit import AuditBuffer
 from service.app.cache import ResolveCache
 from service.app.context import Caller
-from service.app.keys import DataKeys, data_loss
+from service.app.keys import DataKeys, SecretDataLoss, data_loss
 from service.app.pins import Pin, RunPins
 from service.crypto.aead import IntegrityError
-from service.crypto.envelope import Prepared, prepare
+from service.crypto.envelope import SealedParts, split_sealed
+from service.domain.errors import DataLoss
 from service.domain.limits import PIN_TTL_SECONDS, VERSIONS_KEPT
 from service.domain.model import BlockErrorCode, Scope, Tenant
 from service.domain.policy import can_use_workspace_secret
-from service.domain.resolution import Candidate, Decision, decide_all
+from service.domain.resolution import Candidate, Decision, decide_all, unexpired
 from service.domain.values import SecretValue
 from service.store import pins as pin_store
 from service.store import repository as repo
@@ -33,6 +34,8 @@ class KeyOutcome:
     decision: Decision
     # Set when the decision chose a secret.
     value: SecretValue | None
+    # The id of the secret whose value it is (0 when none), for usage (service/app/usage.py).
+    secret_id: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +45,7 @@ class Planned:
 
     decision: Decision
     tenant: Tenant | None = None
-    prepared: Prepared | None = None
+    prepared: SealedParts | None = None
     size: int = 0
     # The chosen secret's id (0 when none was chosen).
     secret_id: int = 0
@@ -57,9 +60,11 @@ ResolvePlan = dict[str, Planned]
 
 
 def plan_resolve(
-    snapshot: repo.ResolveSnapshot, workspace_id: str, run_user_id: str, keys: Sequence[str]
+    snapshot: repo.ResolveSnapshot, workspace_id: str, run_user_id: str, keys: Sequence[str], now: float | None = None
 ) -> ResolvePlan:
-    decisions = decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows])
+    """Decides each key as of `now` (a secret expired by then fails: SECRET_EXPIRED)."""
+    now = time.time() if now is None else now
+    decisions = decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows], now)
     sealed = {(row.candidate.scope, row.candidate.key): (row.sealed, row.secret_id) for row in snapshot.rows}
     found: dict[str, list[tuple[int, Candidate, bool]]] = {}
     for row in snapshot.rows:
@@ -80,7 +85,9 @@ def plan_resolve(
         tenant = tenants[d.chosen.scope]
         stored, secret_id = sealed[(d.chosen.scope, key)]
         try:
-            prepared: Prepared | None = prepare(tenant, d.chosen.scope, key, d.chosen.version, secret_id, stored)
+            prepared: SealedParts | None = split_sealed(
+                tenant, d.chosen.scope, key, d.chosen.version, secret_id, stored
+            )
         except IntegrityError:
             prepared = None
         plan[key] = Planned(d, tenant, prepared, len(stored), secret_id, tuple(found.get(key, ())))
@@ -114,9 +121,12 @@ class ResolverService:
             epoch = self._cache.epoch
             async with self._db.connection() as conn:
                 snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys)
-            plan = plan_resolve(snapshot, workspace_id, run_user_id, keys)
+            now = time.time()
+            plan = plan_resolve(snapshot, workspace_id, run_user_id, keys, now)
             size = sum(p.size + len(k) + 300 for k, p in plan.items())  # 300: the objects around them
-            self._cache.put(cache_key, plan, epoch, size)
+            # Decided as of now: the entry must not outlive the first expiry still to come.
+            expiring = [e for row in snapshot.rows if (e := row.candidate.expires_at) is not None and e > now]
+            self._cache.put(cache_key, plan, epoch, size, ttl=min(expiring) - now if expiring else None)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
                     "resolve plan for %s / %s: %s", workspace_id, run_user_id, [p.decision for p in plan.values()]
@@ -145,8 +155,8 @@ class ResolverService:
             if chosen is not None and planned.tenant is not None:
                 if planned.prepared is None:
                     raise data_loss(key, chosen.version)
-                value = await self._keys.open_prepared(planned.tenant, key, chosen.version, planned.prepared)
-            outcomes[key] = KeyOutcome(planned.decision, value)
+                value = await self._keys.open_parts(planned.tenant, key, chosen.version, planned.prepared)
+            outcomes[key] = KeyOutcome(planned.decision, value, planned.secret_id)
         log.debug("resolved %s", outcomes)  # KeyOutcome holds SecretValues: they print as ***
         return outcomes
 
@@ -208,6 +218,8 @@ class ResolverService:
                     BlockErrorCode.SECRET_NOT_PERMITTED,
                     f"the run user may no longer use the secret execution {execution_id!r} pinned",
                 )
+            elif (expired := unexpired(Decision(key, match[1], None), time.time())).error is not None:
+                outcomes[key] = KeyOutcome(expired, None)
             else:
                 wanted[key] = (pin, match[1])
         if wanted:
@@ -226,13 +238,15 @@ class ResolverService:
                 scope = Scope(pin.scope)
                 tenant = Tenant.for_scope(scope, workspace_id if scope is Scope.WORKSPACE else run_user_id)
                 try:
-                    prepared = prepare(tenant, scope, key, pin.version, pin.secret_id, stored)
+                    prepared = split_sealed(tenant, scope, key, pin.version, pin.secret_id, stored)
                 except IntegrityError:
                     raise data_loss(key, pin.version) from None
                 # Opened now and not kept: no sealed bytes of a pinned version outlive this call
                 # (so none survives a data-key rotation's invalidation).
-                value = await self._keys.open_prepared(tenant, key, pin.version, prepared)
-                outcomes[key] = KeyOutcome(Decision(key, replace(candidate, version=pin.version), None), value)
+                value = await self._keys.open_parts(tenant, key, pin.version, prepared)
+                outcomes[key] = KeyOutcome(
+                    Decision(key, replace(candidate, version=pin.version), None), value, pin.secret_id
+                )
         return outcomes
 
     def record(
@@ -241,10 +255,16 @@ class ResolverService:
         workspace_id: str,
         run_user_id: str,
         execution_id: str,
-        used: Sequence[Decision],
+        used: Sequence[KeyOutcome],
         failed: int,
         grant_id: str = "",
+        workflow_id: str = "",
+        *,
+        trigger: int = 0,
+        failed_keys: Sequence[tuple[str, int]] = (),
     ) -> None:
+        """Buffers the resolve's audit event; it also feeds usage (per secret and workflow).
+        `failed_keys`: the keys that did not resolve, with their BlockErrorCode numbers."""
         self._audit.add(
             repo.AuditRecord(
                 principal=caller.principal,
@@ -252,11 +272,50 @@ class ResolverService:
                 workspace_id=workspace_id,
                 action="inputs.resolve",
                 outcome="ok" if failed == 0 else f"{failed} block(s) failed",
-                keys=tuple((d.key, int(d.chosen.scope), d.chosen.version) for d in used if d.chosen is not None),
+                keys=tuple(
+                    (o.decision.key, int(o.decision.chosen.scope), o.decision.chosen.version)
+                    for o in used
+                    if o.decision.chosen is not None
+                ),
                 execution_id=execution_id,
                 # The run grant the resolve used (its id; never the token).
                 detail=f"grant {grant_id}" if grant_id else "",
                 # Buffered events carry their own time: they are written up to 50 ms later.
                 at=datetime.now(UTC),
+                workflow_id=workflow_id,
+                secret_ids=tuple(o.secret_id for o in used if o.secret_id),
+                trigger=trigger,
+                failed_keys=tuple(failed_keys),
+            )
+        )
+
+    def record_data_loss(
+        self,
+        caller: Caller,
+        workspace_id: str,
+        run_user_id: str,
+        execution_id: str,
+        error: DataLoss,
+        *,
+        workflow_id: str = "",
+        trigger: int = 0,
+    ) -> None:
+        """Buffers the audit event of a resolve refused DATA_LOSS: outcome `data_loss`, the secret
+        that failed among the failed keys (code 0: it is no block error) and the error's message,
+        which names it and never a value."""
+        failed = ((error.key, 0),) if isinstance(error, SecretDataLoss) else ()
+        self._audit.add(
+            repo.AuditRecord(
+                principal=caller.principal,
+                user_id=run_user_id,
+                workspace_id=workspace_id,
+                action="inputs.resolve",
+                outcome="data_loss",
+                execution_id=execution_id,
+                detail=error.message,
+                at=datetime.now(UTC),
+                workflow_id=workflow_id,
+                trigger=trigger,
+                failed_keys=failed,
             )
         )
