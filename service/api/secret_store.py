@@ -9,8 +9,10 @@ import grpc
 from service.api import convert
 from service.api.common import caller
 from service.api.inputs import PathSizes, Site, sites_in_blocks
+from service.api.trash import TrashRpcs
 from service.app.editor import Details, EditorService
 from service.app.results import SecretSummary
+from service.app.trash import TrashService
 from service.domain.batch import Change, OpKind
 from service.domain.errors import ResourceExhausted
 from service.domain.limits import MAX_MESSAGE_BYTES
@@ -61,6 +63,15 @@ def details_to_proto(details: Details) -> pb.SecretDetails:
             )
             for v in details.versions
         ],
+        usage=[
+            pb.SecretUsage(
+                workflow_id=u.workflow_id,
+                last_used_at=convert.timestamp(u.last_used_at),
+                uses_last_30_days=u.uses,
+                last_execution_id=u.last_execution_id,
+            )
+            for u in details.usage
+        ],
     )
 
 
@@ -72,6 +83,8 @@ def referenceable(row: SecretSummary, shadowed: bool) -> pb.ReferenceableKey:
         description=row.description,
         shadowed=shadowed,
         restricted=row.restricted,
+        expires_at=convert.optional_timestamp(row.expires_at),
+        expired=convert.expired(row.expires_at),
     )
 
 
@@ -100,12 +113,19 @@ def _walk_for_explain(request: pb.ExplainReferencesRequest) -> tuple[list[list[S
     return sites_per_block, keys
 
 
-class SecretStoreServicer(pb_grpc.SecretStoreServicer):
-    def __init__(self, editor: EditorService) -> None:
+class SecretStoreServicer(TrashRpcs, pb_grpc.SecretStoreServicer):
+    def __init__(self, editor: EditorService, trash: TrashService) -> None:
         self._editor = editor
+        self._trash = trash
 
     async def ListSecrets(self, request: pb.ListSecretsRequest, context: Ctx) -> pb.ListSecretsResponse:
-        listing = await self._editor.list_secrets(caller(), request.workspace_id, request.page_size, request.page_token)
+        listing = await self._editor.list_secrets(
+            caller(),
+            request.workspace_id,
+            request.page_size,
+            request.page_token,
+            convert.duration_from(request.expiring_within, "expiring_within"),
+        )
         return pb.ListSecretsResponse(
             workspace_secrets=[convert.summary(s) for s in listing.workspace],
             personal_secrets=[convert.summary(s, s.key in listing.shadowed) for s in listing.personal],
@@ -121,6 +141,7 @@ class SecretStoreServicer(pb_grpc.SecretStoreServicer):
             convert.scope(request.scope),
             request.expected_revision,
             [change_from_proto(c) for c in request.changes],
+            request.acknowledge_in_use,
         )
         return pb.SaveSecretsResponse(
             revision=result.revision,
@@ -172,6 +193,8 @@ class SecretStoreServicer(pb_grpc.SecretStoreServicer):
             request.display_name if request.HasField("display_name") else None,
             request.description if request.HasField("description") else None,
             request.restricted if request.HasField("restricted") else None,
+            convert.time_from(request.expires_at, "expires_at") if request.HasField("expires_at") else None,
+            request.clear_expires_at,
         )
         return pb.UpdateSecretDetailsResponse(secret=details_to_proto(details))
 

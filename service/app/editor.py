@@ -6,8 +6,10 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import asyncpg
@@ -19,6 +21,7 @@ from service.app.changes import Changes
 from service.app.context import Caller
 from service.app.keys import DataKeys, SecretDataLoss
 from service.app.results import Explained, SecretSummary, VersionInfo, summary_of, version_of
+from service.app.usage import check_in_use
 from service.crypto.envelope import DataKey, seal
 from service.domain import batch, policy
 from service.domain.dotenv import DotenvResult, parse_dotenv
@@ -48,7 +51,11 @@ from service.domain.resolution import (
     explanation,
     run_user_to_explain,
 )
+from service.domain.usage import MAX_USAGE_LISTED, WorkflowUse
+from service.store import expiry as expiry_store
 from service.store import repository as repo
+from service.store import trash as trash_store
+from service.store import usage as usage_store
 from service.store.pool import UNAVAILABLE_ERRORS, Database
 
 log = logging.getLogger(__name__)
@@ -95,6 +102,8 @@ class Details:
     secret: SecretSummary
     members: list[MemberView]
     versions: list[VersionInfo]
+    # The workflows that used the secret, most recent first (issue 13; app/usage.py).
+    usage: tuple[WorkflowUse, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,11 +145,13 @@ def audit_refusals(action: str) -> Callable[[Callable[..., Awaitable[T]]], Calla
 
 
 class EditorService:
-    def __init__(self, db: Database, keys: DataKeys, changes: Changes) -> None:
+    def __init__(self, db: Database, keys: DataKeys, changes: Changes, in_use_days: int = 30) -> None:
         self._db = db
         self._keys = keys
         self._changes = changes
         self._parse_slots = asyncio.Semaphore(PARSE_SLOTS)
+        # The in-use guard's window (Settings.in_use_days; app/usage.py check_in_use).
+        self.in_use_days = in_use_days
 
     async def _record_refusal(self, caller: Caller, workspace_id: str, action: str, exc: DomainError) -> None:
         outcome = (
@@ -170,13 +181,23 @@ class EditorService:
 
     @audit_refusals("secrets.list")
     async def list_secrets(
-        self, caller: Caller, workspace_id: str, page_size: int = 0, page_token: str = ""
+        self,
+        caller: Caller,
+        workspace_id: str,
+        page_size: int = 0,
+        page_token: str = "",
+        expiring_within: timedelta | None = None,
     ) -> Listing:
-        """One page of the workspace's secrets then the caller's personal ones (app/listings.py)."""
-        page = await listings.secrets_page(self._db, caller, workspace_id, page_size, page_token)
+        """One page of the workspace's secrets then the caller's personal ones (app/listings.py);
+        with `expiring_within`, only those that expire within it (the expired included)."""
+        page = await listings.secrets_page(
+            self._db, caller, workspace_id, page_size, page_token, expiring_within=expiring_within
+        )
+        async with self._db.connection() as conn:
+            used = await usage_store.last_used(conn, [s.id for s in (*page.workspace, *page.personal)])
         return Listing(
-            [summary_of(s) for s in page.workspace],
-            [summary_of(s) for s in page.personal],
+            [summary_of(s, used.get(s.id)) for s in page.workspace],
+            [summary_of(s, used.get(s.id)) for s in page.personal],
             page.shadowed,
             page.workspace_revision,
             page.personal_revision,
@@ -203,7 +224,13 @@ class EditorService:
 
     @audit_refusals("secrets.save")
     async def save_secrets(
-        self, caller: Caller, workspace_id: str, scope: Scope, expected_revision: int, changes: Sequence[batch.Change]
+        self,
+        caller: Caller,
+        workspace_id: str,
+        scope: Scope,
+        expected_revision: int,
+        changes: Sequence[batch.Change],
+        acknowledge_in_use: bool = False,
     ) -> SaveResult:
         require_id("workspace_id", workspace_id)
         # The changes are logged as they are: their values are SecretValues, which print as ***.
@@ -224,6 +251,9 @@ class EditorService:
             )
             existing = {k: batch.Existing(k, s.version, s.caller_role) for k, s in stored.items()}
             ops = batch.plan_changes(scope, changes, existing, permission, caller.user_id, workspace_id)
+            if not acknowledge_in_use:
+                # Deleting or renaming what workflows use breaks their runs (app/usage.py).
+                await check_in_use(conn, scope, ops, stored, self.in_use_days)
             await self._apply(conn, scope, owner, data_key, caller, ops, stored)
             await repo.set_revision(conn, scope, owner, revision + 1)
             await repo.insert_audit(
@@ -345,7 +375,8 @@ class EditorService:
         stored: dict[str, repo.SecretRow],
     ) -> None:
         user = caller.user_id
-        await repo.delete_secrets(conn, [stored[op.key].id for op in ops if op.kind is batch.OpKind.DELETE])
+        # Deleted secrets go to the trash, whole and sealed, under their own ids (app/trash.py).
+        await trash_store.move_to_trash(conn, [stored[op.key].id for op in ops if op.kind is batch.OpKind.DELETE], user)
         for op in ops:
             if op.kind is batch.OpKind.RENAME:
                 assert op.new_key is not None
@@ -421,7 +452,9 @@ class EditorService:
                 )
                 for m in await repo.secret_members(conn, row.id, workspace_id, policy.IMPLICIT_ADMIN_PERMISSION)
             ]
-        return Details(summary_of(row), members, [version_of(v) for v in await repo.versions_of(conn, row.id)])
+        versions = [version_of(v) for v in await repo.versions_of(conn, row.id)]
+        usage = tuple(await usage_store.usage_of(conn, row.id, MAX_USAGE_LISTED))
+        return Details(summary_of(row, usage[0].last_used_at if usage else None), members, versions, usage)
 
     @audit_refusals("secret.get")
     async def get_secret(self, caller: Caller, workspace_id: str, scope: Scope, key: str) -> Details:
@@ -445,8 +478,12 @@ class EditorService:
         display_name: str | None,
         description: str | None,
         restricted: bool | None,
+        expires_at: datetime | None = None,
+        clear_expires_at: bool = False,
     ) -> Details:
         violations = []
+        if expires_at is not None and clear_expires_at:
+            violations.append(FieldViolation("clear_expires_at", "cannot be set together with expires_at"))
         if display_name is not None and len(display_name) > MAX_DISPLAY_NAME_LENGTH:
             violations.append(FieldViolation("display_name", f"longer than {MAX_DISPLAY_NAME_LENGTH} characters"))
         if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
@@ -471,6 +508,10 @@ class EditorService:
                 for n, v in (("display_name", display_name), ("description", description), ("restricted", restricted))
                 if v is not None
             ]
+            if expires_at is not None or clear_expires_at:
+                # Issue 13: past it, runs that would use the secret fail their block SECRET_EXPIRED.
+                await expiry_store.set_expiry(conn, row.id, expires_at)
+                changed.append("expires_at")
             await repo.insert_audit(
                 conn,
                 audit_record(
@@ -607,7 +648,7 @@ class EditorService:
             return run_user_id, found, {}
         async with self._db.connection() as conn:
             snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys)
-        decisions = decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows])
+        decisions = decide_all(keys, snapshot.permission, [row.candidate for row in snapshot.rows], time.time())
         return (
             run_user_id,
             found,

@@ -24,9 +24,13 @@ class SecretSummary:
     created_by: str
     updated_at: datetime
     updated_by: str
+    # Issue 13: when the secret expires (None: never), and when a workflow last used it (None:
+    # not in the last year, or never).
+    expires_at: datetime | None = None
+    last_used_at: datetime | None = None
 
 
-def summary_of(row: repo.SecretRow) -> SecretSummary:
+def summary_of(row: repo.SecretRow, last_used_at: datetime | None = None) -> SecretSummary:
     return SecretSummary(
         row.key,
         row.scope,
@@ -38,6 +42,8 @@ def summary_of(row: repo.SecretRow) -> SecretSummary:
         row.created_by,
         row.updated_at,
         row.updated_by,
+        row.expires_at,
+        last_used_at,
     )
 
 

@@ -27,27 +27,27 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17secrets/v1/common.proto\x12\nsecrets.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa8\x02\n\rSecretSummary\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x05scope\x18\x02 \x01(\x0e\x32\x11.secrets.v1.Scope\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x07 \x01(\t\x12\x10\n\x08shadowed\x18\x08 \x01(\x08\x12\x12\n\nrestricted\x18\t \x01(\x08\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0b \x01(\t\"H\n\x0b\x42lockInputs\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"h\n\nBlockError\x12(\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1a.secrets.v1.BlockErrorCode\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\nfield_path\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t*G\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSCOPE_WORKSPACE\x10\x01\x12\x12\n\x0eSCOPE_PERSONAL\x10\x02*X\n\nSecretRole\x12\x1b\n\x17SECRET_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11SECRET_ROLE_ADMIN\x10\x01\x12\x16\n\x12SECRET_ROLE_MEMBER\x10\x02*\x9a\x01\n\x13WorkspacePermission\x12$\n WORKSPACE_PERMISSION_UNSPECIFIED\x10\x00\x12\x1d\n\x19WORKSPACE_PERMISSION_READ\x10\x01\x12\x1e\n\x1aWORKSPACE_PERMISSION_WRITE\x10\x02\x12\x1e\n\x1aWORKSPACE_PERMISSION_ADMIN\x10\x03*r\n\x07Trigger\x12\x17\n\x13TRIGGER_UNSPECIFIED\x10\x00\x12\x12\n\x0eTRIGGER_MANUAL\x10\x01\x12\x0f\n\x0bTRIGGER_API\x10\x02\x12\x13\n\x0fTRIGGER_WEBHOOK\x10\x03\x12\x14\n\x10TRIGGER_SCHEDULE\x10\x04*\x84\x01\n\x0e\x42lockErrorCode\x12 \n\x1c\x42LOCK_ERROR_CODE_UNSPECIFIED\x10\x00\x12%\n!BLOCK_ERROR_CODE_SECRET_NOT_FOUND\x10\x01\x12)\n%BLOCK_ERROR_CODE_SECRET_NOT_PERMITTED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17secrets/v1/common.proto\x12\nsecrets.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9b\x03\n\rSecretSummary\x12\x0b\n\x03key\x18\x01 \x01(\t\x12 \n\x05scope\x18\x02 \x01(\x0e\x32\x11.secrets.v1.Scope\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0f\n\x07version\x18\x05 \x01(\x03\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nupdated_by\x18\x07 \x01(\t\x12\x10\n\x08shadowed\x18\x08 \x01(\x08\x12\x12\n\nrestricted\x18\t \x01(\x08\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\ncreated_by\x18\x0b \x01(\t\x12\x30\n\x0clast_used_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x65xpired\x18\x0e \x01(\x08\"H\n\x0b\x42lockInputs\x12\x10\n\x08\x62lock_id\x18\x01 \x01(\t\x12\'\n\x06inputs\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"h\n\nBlockError\x12(\n\x04\x63ode\x18\x01 \x01(\x0e\x32\x1a.secrets.v1.BlockErrorCode\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\x12\n\nfield_path\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t*G\n\x05Scope\x12\x15\n\x11SCOPE_UNSPECIFIED\x10\x00\x12\x13\n\x0fSCOPE_WORKSPACE\x10\x01\x12\x12\n\x0eSCOPE_PERSONAL\x10\x02*X\n\nSecretRole\x12\x1b\n\x17SECRET_ROLE_UNSPECIFIED\x10\x00\x12\x15\n\x11SECRET_ROLE_ADMIN\x10\x01\x12\x16\n\x12SECRET_ROLE_MEMBER\x10\x02*\x9a\x01\n\x13WorkspacePermission\x12$\n WORKSPACE_PERMISSION_UNSPECIFIED\x10\x00\x12\x1d\n\x19WORKSPACE_PERMISSION_READ\x10\x01\x12\x1e\n\x1aWORKSPACE_PERMISSION_WRITE\x10\x02\x12\x1e\n\x1aWORKSPACE_PERMISSION_ADMIN\x10\x03*r\n\x07Trigger\x12\x17\n\x13TRIGGER_UNSPECIFIED\x10\x00\x12\x12\n\x0eTRIGGER_MANUAL\x10\x01\x12\x0f\n\x0bTRIGGER_API\x10\x02\x12\x13\n\x0fTRIGGER_WEBHOOK\x10\x03\x12\x14\n\x10TRIGGER_SCHEDULE\x10\x04*\xa9\x01\n\x0e\x42lockErrorCode\x12 \n\x1c\x42LOCK_ERROR_CODE_UNSPECIFIED\x10\x00\x12%\n!BLOCK_ERROR_CODE_SECRET_NOT_FOUND\x10\x01\x12)\n%BLOCK_ERROR_CODE_SECRET_NOT_PERMITTED\x10\x02\x12#\n\x1f\x42LOCK_ERROR_CODE_SECRET_EXPIRED\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'secrets.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SCOPE']._serialized_start=581
-  _globals['_SCOPE']._serialized_end=652
-  _globals['_SECRETROLE']._serialized_start=654
-  _globals['_SECRETROLE']._serialized_end=742
-  _globals['_WORKSPACEPERMISSION']._serialized_start=745
-  _globals['_WORKSPACEPERMISSION']._serialized_end=899
-  _globals['_TRIGGER']._serialized_start=901
-  _globals['_TRIGGER']._serialized_end=1015
-  _globals['_BLOCKERRORCODE']._serialized_start=1018
-  _globals['_BLOCKERRORCODE']._serialized_end=1150
+  _globals['_SCOPE']._serialized_start=696
+  _globals['_SCOPE']._serialized_end=767
+  _globals['_SECRETROLE']._serialized_start=769
+  _globals['_SECRETROLE']._serialized_end=857
+  _globals['_WORKSPACEPERMISSION']._serialized_start=860
+  _globals['_WORKSPACEPERMISSION']._serialized_end=1014
+  _globals['_TRIGGER']._serialized_start=1016
+  _globals['_TRIGGER']._serialized_end=1130
+  _globals['_BLOCKERRORCODE']._serialized_start=1133
+  _globals['_BLOCKERRORCODE']._serialized_end=1302
   _globals['_SECRETSUMMARY']._serialized_start=103
-  _globals['_SECRETSUMMARY']._serialized_end=399
-  _globals['_BLOCKINPUTS']._serialized_start=401
-  _globals['_BLOCKINPUTS']._serialized_end=473
-  _globals['_BLOCKERROR']._serialized_start=475
-  _globals['_BLOCKERROR']._serialized_end=579
+  _globals['_SECRETSUMMARY']._serialized_end=514
+  _globals['_BLOCKINPUTS']._serialized_start=516
+  _globals['_BLOCKINPUTS']._serialized_end=588
+  _globals['_BLOCKERROR']._serialized_start=590
+  _globals['_BLOCKERROR']._serialized_end=694
 # @@protoc_insertion_point(module_scope)

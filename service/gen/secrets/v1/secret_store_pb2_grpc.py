@@ -87,6 +87,21 @@ class SecretStoreStub:
                 request_serializer=secrets_dot_v1_dot_secret__store__pb2.ExplainReferencesRequest.SerializeToString,
                 response_deserializer=secrets_dot_v1_dot_secret__store__pb2.ExplainReferencesResponse.FromString,
                 _registered_method=True)
+        self.ListDeletedSecrets = channel.unary_unary(
+                '/secrets.v1.SecretStore/ListDeletedSecrets',
+                request_serializer=secrets_dot_v1_dot_secret__store__pb2.ListDeletedSecretsRequest.SerializeToString,
+                response_deserializer=secrets_dot_v1_dot_secret__store__pb2.ListDeletedSecretsResponse.FromString,
+                _registered_method=True)
+        self.RestoreDeletedSecret = channel.unary_unary(
+                '/secrets.v1.SecretStore/RestoreDeletedSecret',
+                request_serializer=secrets_dot_v1_dot_secret__store__pb2.RestoreDeletedSecretRequest.SerializeToString,
+                response_deserializer=secrets_dot_v1_dot_secret__store__pb2.RestoreDeletedSecretResponse.FromString,
+                _registered_method=True)
+        self.PurgeDeletedSecret = channel.unary_unary(
+                '/secrets.v1.SecretStore/PurgeDeletedSecret',
+                request_serializer=secrets_dot_v1_dot_secret__store__pb2.PurgeDeletedSecretRequest.SerializeToString,
+                response_deserializer=secrets_dot_v1_dot_secret__store__pb2.PurgeDeletedSecretResponse.FromString,
+                _registered_method=True)
 
 
 class SecretStoreServicer:
@@ -164,6 +179,35 @@ class SecretStoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeletedSecrets(self, request, context):
+        """The trash. A deleted secret (SaveSecrets' delete) is kept whole and sealed for
+        SECRETS_TRASH_DAYS days (default 30), then purged for good; it never resolves meanwhile.
+        Lists the workspace's deleted secrets (for its members) and the caller's own deleted personal
+        secrets, most recently deleted first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestoreDeletedSecret(self, request, context):
+        """Restores a deleted secret whole: its key, details, members (those still members of the
+        workspace) and every kept version, under its own identity, so each version resolves to the
+        value it had. Needs what deleting it needed (workspace ADMIN or the secret's own ADMIN role;
+        the owner for a personal secret). ALREADY_EXISTS when a secret of the same key was created
+        since. Bumps the scope's revision.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PurgeDeletedSecret(self, request, context):
+        """Deletes a deleted secret for good, at once: its sealed versions, members and usage. A
+        workspace secret needs workspace ADMIN; a personal one, its owner.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SecretStoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -216,6 +260,21 @@ def add_SecretStoreServicer_to_server(servicer, server):
                     servicer.ExplainReferences,
                     request_deserializer=secrets_dot_v1_dot_secret__store__pb2.ExplainReferencesRequest.FromString,
                     response_serializer=secrets_dot_v1_dot_secret__store__pb2.ExplainReferencesResponse.SerializeToString,
+            ),
+            'ListDeletedSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeletedSecrets,
+                    request_deserializer=secrets_dot_v1_dot_secret__store__pb2.ListDeletedSecretsRequest.FromString,
+                    response_serializer=secrets_dot_v1_dot_secret__store__pb2.ListDeletedSecretsResponse.SerializeToString,
+            ),
+            'RestoreDeletedSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestoreDeletedSecret,
+                    request_deserializer=secrets_dot_v1_dot_secret__store__pb2.RestoreDeletedSecretRequest.FromString,
+                    response_serializer=secrets_dot_v1_dot_secret__store__pb2.RestoreDeletedSecretResponse.SerializeToString,
+            ),
+            'PurgeDeletedSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.PurgeDeletedSecret,
+                    request_deserializer=secrets_dot_v1_dot_secret__store__pb2.PurgeDeletedSecretRequest.FromString,
+                    response_serializer=secrets_dot_v1_dot_secret__store__pb2.PurgeDeletedSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -490,6 +549,87 @@ class SecretStore:
             '/secrets.v1.SecretStore/ExplainReferences',
             secrets_dot_v1_dot_secret__store__pb2.ExplainReferencesRequest.SerializeToString,
             secrets_dot_v1_dot_secret__store__pb2.ExplainReferencesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeletedSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/secrets.v1.SecretStore/ListDeletedSecrets',
+            secrets_dot_v1_dot_secret__store__pb2.ListDeletedSecretsRequest.SerializeToString,
+            secrets_dot_v1_dot_secret__store__pb2.ListDeletedSecretsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestoreDeletedSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/secrets.v1.SecretStore/RestoreDeletedSecret',
+            secrets_dot_v1_dot_secret__store__pb2.RestoreDeletedSecretRequest.SerializeToString,
+            secrets_dot_v1_dot_secret__store__pb2.RestoreDeletedSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PurgeDeletedSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/secrets.v1.SecretStore/PurgeDeletedSecret',
+            secrets_dot_v1_dot_secret__store__pb2.PurgeDeletedSecretRequest.SerializeToString,
+            secrets_dot_v1_dot_secret__store__pb2.PurgeDeletedSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,

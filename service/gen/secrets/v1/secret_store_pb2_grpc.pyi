@@ -56,6 +56,23 @@ class SecretStoreStub:
     """The keys the caller can reference, for the editor's {{ dropdown."""
     ExplainReferences: _grpc.UnaryUnaryMultiCallable[_secret_store_pb2.ExplainReferencesRequest, _secret_store_pb2.ExplainReferencesResponse]
     """For given inputs and trigger: which secret each reference would use, or why it would fail."""
+    ListDeletedSecrets: _grpc.UnaryUnaryMultiCallable[_secret_store_pb2.ListDeletedSecretsRequest, _secret_store_pb2.ListDeletedSecretsResponse]
+    """The trash. A deleted secret (SaveSecrets' delete) is kept whole and sealed for
+    SECRETS_TRASH_DAYS days (default 30), then purged for good; it never resolves meanwhile.
+    Lists the workspace's deleted secrets (for its members) and the caller's own deleted personal
+    secrets, most recently deleted first.
+    """
+    RestoreDeletedSecret: _grpc.UnaryUnaryMultiCallable[_secret_store_pb2.RestoreDeletedSecretRequest, _secret_store_pb2.RestoreDeletedSecretResponse]
+    """Restores a deleted secret whole: its key, details, members (those still members of the
+    workspace) and every kept version, under its own identity, so each version resolves to the
+    value it had. Needs what deleting it needed (workspace ADMIN or the secret's own ADMIN role;
+    the owner for a personal secret). ALREADY_EXISTS when a secret of the same key was created
+    since. Bumps the scope's revision.
+    """
+    PurgeDeletedSecret: _grpc.UnaryUnaryMultiCallable[_secret_store_pb2.PurgeDeletedSecretRequest, _secret_store_pb2.PurgeDeletedSecretResponse]
+    """Deletes a deleted secret for good, at once: its sealed versions, members and usage. A
+    workspace secret needs workspace ADMIN; a personal one, its owner.
+    """
 
 @_typing.type_check_only
 class SecretStoreAsyncStub(SecretStoreStub):
@@ -84,6 +101,23 @@ class SecretStoreAsyncStub(SecretStoreStub):
     """The keys the caller can reference, for the editor's {{ dropdown."""
     ExplainReferences: _aio.UnaryUnaryMultiCallable[_secret_store_pb2.ExplainReferencesRequest, _secret_store_pb2.ExplainReferencesResponse]  # type: ignore[assignment]
     """For given inputs and trigger: which secret each reference would use, or why it would fail."""
+    ListDeletedSecrets: _aio.UnaryUnaryMultiCallable[_secret_store_pb2.ListDeletedSecretsRequest, _secret_store_pb2.ListDeletedSecretsResponse]  # type: ignore[assignment]
+    """The trash. A deleted secret (SaveSecrets' delete) is kept whole and sealed for
+    SECRETS_TRASH_DAYS days (default 30), then purged for good; it never resolves meanwhile.
+    Lists the workspace's deleted secrets (for its members) and the caller's own deleted personal
+    secrets, most recently deleted first.
+    """
+    RestoreDeletedSecret: _aio.UnaryUnaryMultiCallable[_secret_store_pb2.RestoreDeletedSecretRequest, _secret_store_pb2.RestoreDeletedSecretResponse]  # type: ignore[assignment]
+    """Restores a deleted secret whole: its key, details, members (those still members of the
+    workspace) and every kept version, under its own identity, so each version resolves to the
+    value it had. Needs what deleting it needed (workspace ADMIN or the secret's own ADMIN role;
+    the owner for a personal secret). ALREADY_EXISTS when a secret of the same key was created
+    since. Bumps the scope's revision.
+    """
+    PurgeDeletedSecret: _aio.UnaryUnaryMultiCallable[_secret_store_pb2.PurgeDeletedSecretRequest, _secret_store_pb2.PurgeDeletedSecretResponse]  # type: ignore[assignment]
+    """Deletes a deleted secret for good, at once: its sealed versions, members and usage. A
+    workspace secret needs workspace ADMIN; a personal one, its owner.
+    """
 
 class SecretStoreServicer(metaclass=_abc_1.ABCMeta):
     """SecretStore is the editor API (role "editor", with x-user-id naming the person). No response of
@@ -169,5 +203,40 @@ class SecretStoreServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_secret_store_pb2.ExplainReferencesResponse, _abc.Awaitable[_secret_store_pb2.ExplainReferencesResponse]]:
         """For given inputs and trigger: which secret each reference would use, or why it would fail."""
+
+    @_abc_1.abstractmethod
+    def ListDeletedSecrets(
+        self,
+        request: _secret_store_pb2.ListDeletedSecretsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_secret_store_pb2.ListDeletedSecretsResponse, _abc.Awaitable[_secret_store_pb2.ListDeletedSecretsResponse]]:
+        """The trash. A deleted secret (SaveSecrets' delete) is kept whole and sealed for
+        SECRETS_TRASH_DAYS days (default 30), then purged for good; it never resolves meanwhile.
+        Lists the workspace's deleted secrets (for its members) and the caller's own deleted personal
+        secrets, most recently deleted first.
+        """
+
+    @_abc_1.abstractmethod
+    def RestoreDeletedSecret(
+        self,
+        request: _secret_store_pb2.RestoreDeletedSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_secret_store_pb2.RestoreDeletedSecretResponse, _abc.Awaitable[_secret_store_pb2.RestoreDeletedSecretResponse]]:
+        """Restores a deleted secret whole: its key, details, members (those still members of the
+        workspace) and every kept version, under its own identity, so each version resolves to the
+        value it had. Needs what deleting it needed (workspace ADMIN or the secret's own ADMIN role;
+        the owner for a personal secret). ALREADY_EXISTS when a secret of the same key was created
+        since. Bumps the scope's revision.
+        """
+
+    @_abc_1.abstractmethod
+    def PurgeDeletedSecret(
+        self,
+        request: _secret_store_pb2.PurgeDeletedSecretRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_secret_store_pb2.PurgeDeletedSecretResponse, _abc.Awaitable[_secret_store_pb2.PurgeDeletedSecretResponse]]:
+        """Deletes a deleted secret for good, at once: its sealed versions, members and usage. A
+        workspace secret needs workspace ADMIN; a personal one, its owner.
+        """
 
 def add_SecretStoreServicer_to_server(servicer: SecretStoreServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -117,6 +117,10 @@ class _BlockErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_BlockE
     """SECRET_NOT_FOUND: neither a usable workspace secret nor a personal secret of the run user."""
     BLOCK_ERROR_CODE_SECRET_NOT_PERMITTED: _BlockErrorCode.ValueType  # 2
     """SECRET_NOT_PERMITTED: a restricted workspace secret exists that the run user may not use."""
+    BLOCK_ERROR_CODE_SECRET_EXPIRED: _BlockErrorCode.ValueType  # 3
+    """SECRET_EXPIRED: the secret the run would use (by the usual precedence) is past its
+    expires_at. The run does not fall back to another secret of the same key.
+    """
 
 class BlockErrorCode(_BlockErrorCode, metaclass=_BlockErrorCodeEnumTypeWrapper):
     """BlockErrorCode says why a reference in a block cannot resolve."""
@@ -126,6 +130,10 @@ BLOCK_ERROR_CODE_SECRET_NOT_FOUND: BlockErrorCode.ValueType  # 1
 """SECRET_NOT_FOUND: neither a usable workspace secret nor a personal secret of the run user."""
 BLOCK_ERROR_CODE_SECRET_NOT_PERMITTED: BlockErrorCode.ValueType  # 2
 """SECRET_NOT_PERMITTED: a restricted workspace secret exists that the run user may not use."""
+BLOCK_ERROR_CODE_SECRET_EXPIRED: BlockErrorCode.ValueType  # 3
+"""SECRET_EXPIRED: the secret the run would use (by the usual precedence) is past its
+expires_at. The run does not fall back to another secret of the same key.
+"""
 Global___BlockErrorCode: _TypeAlias = BlockErrorCode  # noqa: Y015
 
 @_typing.final
@@ -145,6 +153,9 @@ class SecretSummary(_message.Message):
     RESTRICTED_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     CREATED_BY_FIELD_NUMBER: _builtins.int
+    LAST_USED_AT_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     scope: Global___Scope.ValueType
     display_name: _builtins.str
@@ -157,10 +168,22 @@ class SecretSummary(_message.Message):
     """
     restricted: _builtins.bool
     created_by: _builtins.str
+    expired: _builtins.bool
+    """expires_at has passed: a run that would use the secret fails its block SECRET_EXPIRED."""
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_used_at(self) -> _timestamp_pb2.Timestamp:
+        """When a workflow last used the secret (any workflow; GetSecret lists them). Unset when none
+        did in the last 365 days. Recorded within about 50 ms of a resolve.
+        """
+
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the secret expires (UpdateSecretDetails); unset: never."""
+
     def __init__(
         self,
         *,
@@ -175,10 +198,13 @@ class SecretSummary(_message.Message):
         restricted: _builtins.bool = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         created_by: _builtins.str = ...,
+        last_used_at: _timestamp_pb2.Timestamp | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        expired: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "last_used_at", b"last_used_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "created_by", b"created_by", "description", b"description", "display_name", b"display_name", "key", b"key", "restricted", b"restricted", "scope", b"scope", "shadowed", b"shadowed", "updated_at", b"updated_at", "updated_by", b"updated_by", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "created_by", b"created_by", "description", b"description", "display_name", b"display_name", "expired", b"expired", "expires_at", b"expires_at", "key", b"key", "last_used_at", b"last_used_at", "restricted", b"restricted", "scope", b"scope", "shadowed", b"shadowed", "updated_at", b"updated_at", "updated_by", b"updated_by", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -6,6 +6,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -73,6 +74,7 @@ class ListSecretsRequest(_message.Message):
     WORKSPACE_ID_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    EXPIRING_WITHIN_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     page_size: _builtins.int
     """Secrets per page: 100 when 0, at most 1,000 (larger values are taken as 1,000); negative is
@@ -83,16 +85,24 @@ class ListSecretsRequest(_message.Message):
     """next_page_token of the previous page, for the same workspace_id and caller; empty for the
     first page. Any other token is INVALID_ARGUMENT.
     """
+    @_builtins.property
+    def expiring_within(self) -> _duration_pb2.Duration:
+        """Only secrets that expire within this long from now, the expired ones included (so the
+        platform can remind owners before runs break); unset or zero: every secret. Negative is
+        INVALID_ARGUMENT. Page tokens hold to the same window.
+        """
+
     def __init__(
         self,
         *,
         workspace_id: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
+        expiring_within: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expiring_within", b"expiring_within"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expiring_within", b"expiring_within", "page_size", b"page_size", "page_token", b"page_token", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -155,9 +165,14 @@ class SecretChange(_message.Message):
     value: _builtins.str
     """Creates the key, or replaces its value with a new version."""
     delete: _builtins.bool
-    """Deletes the key and its versions."""
+    """Deletes the key: it moves, with its versions and members, to the trash
+    (ListDeletedSecrets), from which it can be restored for SECRETS_TRASH_DAYS days. Subject to
+    the in-use guard (SaveSecretsRequest.acknowledge_in_use).
+    """
     rename_to: _builtins.str
-    """Renames the key; its value, versions and members move with it."""
+    """Renames the key; its value, versions and members move with it. Subject to the in-use
+    guard: runs that reference the old key would fail.
+    """
     def __init__(
         self,
         *,
@@ -184,10 +199,21 @@ class SaveSecretsRequest(_message.Message):
     SCOPE_FIELD_NUMBER: _builtins.int
     EXPECTED_REVISION_FIELD_NUMBER: _builtins.int
     CHANGES_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGE_IN_USE_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     scope: _common_pb2.Scope.ValueType
     expected_revision: _builtins.int
     """The scope revision the editor last saw (0 for a scope never saved)."""
+    acknowledge_in_use: _builtins.bool
+    """The in-use guard: a batch that deletes or renames a secret that a workflow used in the last
+    SECRETS_IN_USE_DAYS days (default 30), or a workspace secret whose removal would make
+    members' runs fall back to a personal secret of the same key, is refused with
+    FAILED_PRECONDITION and a google.rpc.PreconditionFailure: one violation per workflow (type
+    SECRET_IN_USE, subject "workflows/<workflow id>", when it last used the secret and in which
+    execution; at most 20 per secret, then one counting the rest) and one per secret with such
+    members (type PERSONAL_FALLBACK, subject "secrets/<key>", how many members: never who).
+    Nothing is saved. Set this to go ahead anyway.
+    """
     @_builtins.property
     def changes(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretChange]: ...
     def __init__(
@@ -197,10 +223,11 @@ class SaveSecretsRequest(_message.Message):
         scope: _common_pb2.Scope.ValueType = ...,
         expected_revision: _builtins.int = ...,
         changes: _abc.Iterable[Global___SecretChange] | None = ...,
+        acknowledge_in_use: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["changes", b"changes", "expected_revision", b"expected_revision", "scope", b"scope", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_in_use", b"acknowledge_in_use", "changes", b"changes", "expected_revision", b"expected_revision", "scope", b"scope", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -471,6 +498,7 @@ class SecretDetails(_message.Message):
     SUMMARY_FIELD_NUMBER: _builtins.int
     MEMBERS_FIELD_NUMBER: _builtins.int
     VERSIONS_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def summary(self) -> _common_pb2.SecretSummary: ...
     @_builtins.property
@@ -479,20 +507,62 @@ class SecretDetails(_message.Message):
     def versions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretVersion]:
         """Newest first; the last 10 are kept."""
 
+    @_builtins.property
+    def usage(self) -> _containers.RepeatedCompositeFieldContainer[Global___SecretUsage]:
+        """The workflows that used the secret, most recently used first (at most 100)."""
+
     def __init__(
         self,
         *,
         summary: _common_pb2.SecretSummary | None = ...,
         members: _abc.Iterable[Global___SecretMember] | None = ...,
         versions: _abc.Iterable[Global___SecretVersion] | None = ...,
+        usage: _abc.Iterable[Global___SecretUsage] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "summary", b"summary", "versions", b"versions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["members", b"members", "summary", b"summary", "usage", b"usage", "versions", b"versions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SecretDetails: _TypeAlias = SecretDetails  # noqa: Y015
+
+@_typing.final
+class SecretUsage(_message.Message):
+    """SecretUsage is how one workflow used one secret, recorded from its resolves (in batches, within
+    about 50 ms of a resolve). Kept per (secret, workflow), never per run: a workflow that has not
+    used the secret for 365 days is forgotten, and so is all usage of a secret purged from the trash.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKFLOW_ID_FIELD_NUMBER: _builtins.int
+    LAST_USED_AT_FIELD_NUMBER: _builtins.int
+    USES_LAST_30_DAYS_FIELD_NUMBER: _builtins.int
+    LAST_EXECUTION_ID_FIELD_NUMBER: _builtins.int
+    workflow_id: _builtins.str
+    """Empty for resolves that named no workflow."""
+    uses_last_30_days: _builtins.int
+    """Resolves of the workflow that used the secret in the last 30 UTC days, today included."""
+    last_execution_id: _builtins.str
+    """The execution of the last of those resolves (empty when it named none)."""
+    @_builtins.property
+    def last_used_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        workflow_id: _builtins.str = ...,
+        last_used_at: _timestamp_pb2.Timestamp | None = ...,
+        uses_last_30_days: _builtins.int = ...,
+        last_execution_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_used_at", b"last_used_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["last_execution_id", b"last_execution_id", "last_used_at", b"last_used_at", "uses_last_30_days", b"uses_last_30_days", "workflow_id", b"workflow_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SecretUsage: _TypeAlias = SecretUsage  # noqa: Y015
 
 @_typing.final
 class GetSecretResponse(_message.Message):
@@ -524,6 +594,8 @@ class UpdateSecretDetailsRequest(_message.Message):
     DISPLAY_NAME_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     RESTRICTED_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CLEAR_EXPIRES_AT_FIELD_NUMBER: _builtins.int
     workspace_id: _builtins.str
     scope: _common_pb2.Scope.ValueType
     key: _builtins.str
@@ -531,6 +603,15 @@ class UpdateSecretDetailsRequest(_message.Message):
     """Unset fields are left as they are."""
     description: _builtins.str
     restricted: _builtins.bool
+    clear_expires_at: _builtins.bool
+    """Removes the expiry (INVALID_ARGUMENT together with expires_at)."""
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """When the secret expires: from then on, a block that would use it fails with
+        BLOCK_ERROR_CODE_SECRET_EXPIRED (it does not fall back to another secret), and listings show
+        it as expired. A time in the past expires it at once.
+        """
+
     def __init__(
         self,
         *,
@@ -540,10 +621,12 @@ class UpdateSecretDetailsRequest(_message.Message):
         display_name: _builtins.str | None = ...,
         description: _builtins.str | None = ...,
         restricted: _builtins.bool | None = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        clear_expires_at: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_display_name", b"_display_name", "_restricted", b"_restricted", "description", b"description", "display_name", b"display_name", "restricted", b"restricted"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_display_name", b"_display_name", "_restricted", b"_restricted", "description", b"description", "display_name", b"display_name", "expires_at", b"expires_at", "restricted", b"restricted"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_display_name", b"_display_name", "_restricted", b"_restricted", "description", b"description", "display_name", b"display_name", "key", b"key", "restricted", b"restricted", "scope", b"scope", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_display_name", b"_display_name", "_restricted", b"_restricted", "clear_expires_at", b"clear_expires_at", "description", b"description", "display_name", b"display_name", "expires_at", b"expires_at", "key", b"key", "restricted", b"restricted", "scope", b"scope", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -763,6 +846,8 @@ class ReferenceableKey(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     SHADOWED_FIELD_NUMBER: _builtins.int
     RESTRICTED_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    EXPIRED_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     scope: _common_pb2.Scope.ValueType
     display_name: _builtins.str
@@ -770,6 +855,11 @@ class ReferenceableKey(_message.Message):
     shadowed: _builtins.bool
     """A personal key that a workspace key of the same name hides at run time."""
     restricted: _builtins.bool
+    expired: _builtins.bool
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """Set when the secret expires; `expired` once that time has passed (a run using it fails)."""
+
     def __init__(
         self,
         *,
@@ -779,10 +869,12 @@ class ReferenceableKey(_message.Message):
         description: _builtins.str = ...,
         shadowed: _builtins.bool = ...,
         restricted: _builtins.bool = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        expired: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "display_name", b"display_name", "key", b"key", "restricted", b"restricted", "scope", b"scope", "shadowed", b"shadowed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "display_name", b"display_name", "expired", b"expired", "expires_at", b"expires_at", "key", b"key", "restricted", b"restricted", "scope", b"scope", "shadowed", b"shadowed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -917,3 +1009,180 @@ class ExplainReferencesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ExplainReferencesResponse: _TypeAlias = ExplainReferencesResponse  # noqa: Y015
+
+@_typing.final
+class ListDeletedSecretsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeletedSecretsRequest: _TypeAlias = ListDeletedSecretsRequest  # noqa: Y015
+
+@_typing.final
+class DeletedSecret(_message.Message):
+    """DeletedSecret is a secret in the trash: metadata only, never a value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_ID_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    DELETED_AT_FIELD_NUMBER: _builtins.int
+    DELETED_BY_FIELD_NUMBER: _builtins.int
+    PURGE_AT_FIELD_NUMBER: _builtins.int
+    KEPT_VERSIONS_FIELD_NUMBER: _builtins.int
+    deleted_id: _builtins.int
+    """What RestoreDeletedSecret and PurgeDeletedSecret name: the secret's own id, kept in the trash."""
+    deleted_by: _builtins.str
+    kept_versions: _builtins.int
+    """Kept versions it will be restored with, the current one included."""
+    @_builtins.property
+    def summary(self) -> _common_pb2.SecretSummary:
+        """As it was when deleted (version: the version that was current)."""
+
+    @_builtins.property
+    def deleted_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def purge_at(self) -> _timestamp_pb2.Timestamp:
+        """When it will be purged for good unless restored first (deleted_at + SECRETS_TRASH_DAYS)."""
+
+    def __init__(
+        self,
+        *,
+        deleted_id: _builtins.int = ...,
+        summary: _common_pb2.SecretSummary | None = ...,
+        deleted_at: _timestamp_pb2.Timestamp | None = ...,
+        deleted_by: _builtins.str = ...,
+        purge_at: _timestamp_pb2.Timestamp | None = ...,
+        kept_versions: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deleted_at", b"deleted_at", "purge_at", b"purge_at", "summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_at", b"deleted_at", "deleted_by", b"deleted_by", "deleted_id", b"deleted_id", "kept_versions", b"kept_versions", "purge_at", b"purge_at", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeletedSecret: _TypeAlias = DeletedSecret  # noqa: Y015
+
+@_typing.final
+class ListDeletedSecretsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_SECRETS_FIELD_NUMBER: _builtins.int
+    PERSONAL_SECRETS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def workspace_secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeletedSecret]: ...
+    @_builtins.property
+    def personal_secrets(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeletedSecret]: ...
+    def __init__(
+        self,
+        *,
+        workspace_secrets: _abc.Iterable[Global___DeletedSecret] | None = ...,
+        personal_secrets: _abc.Iterable[Global___DeletedSecret] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["personal_secrets", b"personal_secrets", "workspace_secrets", b"workspace_secrets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeletedSecretsResponse: _TypeAlias = ListDeletedSecretsResponse  # noqa: Y015
+
+@_typing.final
+class RestoreDeletedSecretRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    DELETED_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    scope: _common_pb2.Scope.ValueType
+    deleted_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        scope: _common_pb2.Scope.ValueType = ...,
+        deleted_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_id", b"deleted_id", "scope", b"scope", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreDeletedSecretRequest: _TypeAlias = RestoreDeletedSecretRequest  # noqa: Y015
+
+@_typing.final
+class RestoreDeletedSecretResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SECRET_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    revision: _builtins.int
+    """The scope revision after the restore."""
+    @_builtins.property
+    def secret(self) -> Global___SecretDetails: ...
+    def __init__(
+        self,
+        *,
+        secret: Global___SecretDetails | None = ...,
+        revision: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["secret", b"secret"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revision", b"revision", "secret", b"secret"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestoreDeletedSecretResponse: _TypeAlias = RestoreDeletedSecretResponse  # noqa: Y015
+
+@_typing.final
+class PurgeDeletedSecretRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORKSPACE_ID_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    DELETED_ID_FIELD_NUMBER: _builtins.int
+    workspace_id: _builtins.str
+    scope: _common_pb2.Scope.ValueType
+    deleted_id: _builtins.int
+    def __init__(
+        self,
+        *,
+        workspace_id: _builtins.str = ...,
+        scope: _common_pb2.Scope.ValueType = ...,
+        deleted_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_id", b"deleted_id", "scope", b"scope", "workspace_id", b"workspace_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeDeletedSecretRequest: _TypeAlias = PurgeDeletedSecretRequest  # noqa: Y015
+
+@_typing.final
+class PurgeDeletedSecretResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurgeDeletedSecretResponse: _TypeAlias = PurgeDeletedSecretResponse  # noqa: Y015

@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file secrets/v1/common.proto.
  */
 export const file_secrets_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChdzZWNyZXRzL3YxL2NvbW1vbi5wcm90bxIKc2VjcmV0cy52MSKoAgoNU2VjcmV0U3VtbWFyeRILCgNrZXkYASABKAkSIAoFc2NvcGUYAiABKA4yES5zZWNyZXRzLnYxLlNjb3BlEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRIPCgd2ZXJzaW9uGAUgASgDEi4KCnVwZGF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnVwZGF0ZWRfYnkYByABKAkSEAoIc2hhZG93ZWQYCCABKAgSEgoKcmVzdHJpY3RlZBgJIAEoCBIuCgpjcmVhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpjcmVhdGVkX2J5GAsgASgJIkgKC0Jsb2NrSW5wdXRzEhAKCGJsb2NrX2lkGAEgASgJEicKBmlucHV0cxgCIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QiaAoKQmxvY2tFcnJvchIoCgRjb2RlGAEgASgOMhouc2VjcmV0cy52MS5CbG9ja0Vycm9yQ29kZRILCgNrZXkYAiABKAkSEgoKZmllbGRfcGF0aBgDIAEoCRIPCgdtZXNzYWdlGAQgASgJKkcKBVNjb3BlEhUKEVNDT1BFX1VOU1BFQ0lGSUVEEAASEwoPU0NPUEVfV09SS1NQQUNFEAESEgoOU0NPUEVfUEVSU09OQUwQAipYCgpTZWNyZXRSb2xlEhsKF1NFQ1JFVF9ST0xFX1VOU1BFQ0lGSUVEEAASFQoRU0VDUkVUX1JPTEVfQURNSU4QARIWChJTRUNSRVRfUk9MRV9NRU1CRVIQAiqaAQoTV29ya3NwYWNlUGVybWlzc2lvbhIkCiBXT1JLU1BBQ0VfUEVSTUlTU0lPTl9VTlNQRUNJRklFRBAAEh0KGVdPUktTUEFDRV9QRVJNSVNTSU9OX1JFQUQQARIeChpXT1JLU1BBQ0VfUEVSTUlTU0lPTl9XUklURRACEh4KGldPUktTUEFDRV9QRVJNSVNTSU9OX0FETUlOEAMqcgoHVHJpZ2dlchIXChNUUklHR0VSX1VOU1BFQ0lGSUVEEAASEgoOVFJJR0dFUl9NQU5VQUwQARIPCgtUUklHR0VSX0FQSRACEhMKD1RSSUdHRVJfV0VCSE9PSxADEhQKEFRSSUdHRVJfU0NIRURVTEUQBCqEAQoOQmxvY2tFcnJvckNvZGUSIAocQkxPQ0tfRVJST1JfQ09ERV9VTlNQRUNJRklFRBAAEiUKIUJMT0NLX0VSUk9SX0NPREVfU0VDUkVUX05PVF9GT1VORBABEikKJUJMT0NLX0VSUk9SX0NPREVfU0VDUkVUX05PVF9QRVJNSVRURUQQAmIGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChdzZWNyZXRzL3YxL2NvbW1vbi5wcm90bxIKc2VjcmV0cy52MSKbAwoNU2VjcmV0U3VtbWFyeRILCgNrZXkYASABKAkSIAoFc2NvcGUYAiABKA4yES5zZWNyZXRzLnYxLlNjb3BlEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRITCgtkZXNjcmlwdGlvbhgEIAEoCRIPCgd2ZXJzaW9uGAUgASgDEi4KCnVwZGF0ZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnVwZGF0ZWRfYnkYByABKAkSEAoIc2hhZG93ZWQYCCABKAgSEgoKcmVzdHJpY3RlZBgJIAEoCBIuCgpjcmVhdGVkX2F0GAogASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpjcmVhdGVkX2J5GAsgASgJEjAKDGxhc3RfdXNlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKZXhwaXJlc19hdBgNIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASDwoHZXhwaXJlZBgOIAEoCCJICgtCbG9ja0lucHV0cxIQCghibG9ja19pZBgBIAEoCRInCgZpbnB1dHMYAiABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0ImgKCkJsb2NrRXJyb3ISKAoEY29kZRgBIAEoDjIaLnNlY3JldHMudjEuQmxvY2tFcnJvckNvZGUSCwoDa2V5GAIgASgJEhIKCmZpZWxkX3BhdGgYAyABKAkSDwoHbWVzc2FnZRgEIAEoCSpHCgVTY29wZRIVChFTQ09QRV9VTlNQRUNJRklFRBAAEhMKD1NDT1BFX1dPUktTUEFDRRABEhIKDlNDT1BFX1BFUlNPTkFMEAIqWAoKU2VjcmV0Um9sZRIbChdTRUNSRVRfUk9MRV9VTlNQRUNJRklFRBAAEhUKEVNFQ1JFVF9ST0xFX0FETUlOEAESFgoSU0VDUkVUX1JPTEVfTUVNQkVSEAIqmgEKE1dvcmtzcGFjZVBlcm1pc3Npb24SJAogV09SS1NQQUNFX1BFUk1JU1NJT05fVU5TUEVDSUZJRUQQABIdChlXT1JLU1BBQ0VfUEVSTUlTU0lPTl9SRUFEEAESHgoaV09SS1NQQUNFX1BFUk1JU1NJT05fV1JJVEUQAhIeChpXT1JLU1BBQ0VfUEVSTUlTU0lPTl9BRE1JThADKnIKB1RyaWdnZXISFwoTVFJJR0dFUl9VTlNQRUNJRklFRBAAEhIKDlRSSUdHRVJfTUFOVUFMEAESDwoLVFJJR0dFUl9BUEkQAhITCg9UUklHR0VSX1dFQkhPT0sQAxIUChBUUklHR0VSX1NDSEVEVUxFEAQqqQEKDkJsb2NrRXJyb3JDb2RlEiAKHEJMT0NLX0VSUk9SX0NPREVfVU5TUEVDSUZJRUQQABIlCiFCTE9DS19FUlJPUl9DT0RFX1NFQ1JFVF9OT1RfRk9VTkQQARIpCiVCTE9DS19FUlJPUl9DT0RFX1NFQ1JFVF9OT1RfUEVSTUlUVEVEEAISIwofQkxPQ0tfRVJST1JfQ09ERV9TRUNSRVRfRVhQSVJFRBADYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * SecretSummary is a secret's key and metadata. It never carries the value.
@@ -77,6 +77,28 @@ export type SecretSummary = Message<"secrets.v1.SecretSummary"> & {
    * @generated from field: string created_by = 11;
    */
   createdBy: string;
+
+  /**
+   * When a workflow last used the secret (any workflow; GetSecret lists them). Unset when none
+   * did in the last 365 days. Recorded within about 50 ms of a resolve.
+   *
+   * @generated from field: google.protobuf.Timestamp last_used_at = 12;
+   */
+  lastUsedAt?: Timestamp | undefined;
+
+  /**
+   * When the secret expires (UpdateSecretDetails); unset: never.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 13;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * expires_at has passed: a run that would use the secret fails its block SECRET_EXPIRED.
+   *
+   * @generated from field: bool expired = 14;
+   */
+  expired: boolean;
 };
 
 /**
@@ -307,6 +329,14 @@ export enum BlockErrorCode {
    * @generated from enum value: BLOCK_ERROR_CODE_SECRET_NOT_PERMITTED = 2;
    */
   SECRET_NOT_PERMITTED = 2,
+
+  /**
+   * SECRET_EXPIRED: the secret the run would use (by the usual precedence) is past its
+   * expires_at. The run does not fall back to another secret of the same key.
+   *
+   * @generated from enum value: BLOCK_ERROR_CODE_SECRET_EXPIRED = 3;
+   */
+  SECRET_EXPIRED = 3,
 }
 
 /**

@@ -4,8 +4,8 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import { file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
+import type { Duration, Timestamp } from "@bufbuild/protobuf/wkt";
+import { file_google_protobuf_duration, file_google_protobuf_timestamp } from "@bufbuild/protobuf/wkt";
 import type { BlockErrorCode, BlockInputs, Scope, SecretRole, SecretSummary, Trigger } from "./common_pb.js";
 import { file_secrets_v1_common } from "./common_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file secrets/v1/secret_store.proto.
  */
 export const file_secrets_v1_secret_store: GenFile = /*@__PURE__*/
-  fileDesc("Ch1zZWNyZXRzL3YxL3NlY3JldF9zdG9yZS5wcm90bxIKc2VjcmV0cy52MSJRChJMaXN0U2VjcmV0c1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJItABChNMaXN0U2VjcmV0c1Jlc3BvbnNlEjQKEXdvcmtzcGFjZV9zZWNyZXRzGAEgAygLMhkuc2VjcmV0cy52MS5TZWNyZXRTdW1tYXJ5EjMKEHBlcnNvbmFsX3NlY3JldHMYAiADKAsyGS5zZWNyZXRzLnYxLlNlY3JldFN1bW1hcnkSGgoSd29ya3NwYWNlX3JldmlzaW9uGAMgASgDEhkKEXBlcnNvbmFsX3JldmlzaW9uGAQgASgDEhcKD25leHRfcGFnZV90b2tlbhgFIAEoCSJdCgxTZWNyZXRDaGFuZ2USCwoDa2V5GAEgASgJEg8KBXZhbHVlGAIgASgJSAASEAoGZGVsZXRlGAMgASgISAASEwoJcmVuYW1lX3RvGAQgASgJSABCCAoGY2hhbmdlIpIBChJTYXZlU2VjcmV0c1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEiAKBXNjb3BlGAIgASgOMhEuc2VjcmV0cy52MS5TY29wZRIZChFleHBlY3RlZF9yZXZpc2lvbhgDIAEoAxIpCgdjaGFuZ2VzGAQgAygLMhguc2VjcmV0cy52MS5TZWNyZXRDaGFuZ2UiaQoLU2F2ZWRDaGFuZ2USCwoDa2V5GAEgASgJEiYKBmFjdGlvbhgCIAEoDjIWLnNlY3JldHMudjEuU2F2ZUFjdGlvbhIPCgd2ZXJzaW9uGAMgASgDEhQKDHByZXZpb3VzX2tleRgEIAEoCSJPChNTYXZlU2VjcmV0c1Jlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgDEiYKBXNhdmVkGAIgAygLMhcuc2VjcmV0cy52MS5TYXZlZENoYW5nZSKmAQoTSW1wb3J0RG90ZW52UmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSIAoFc2NvcGUYAiABKA4yES5zZWNyZXRzLnYxLlNjb3BlEg8KB2NvbnRlbnQYAyABKAkSDwoHZHJ5X3J1bhgEIAEoCBIaChJvdmVyd3JpdGVfZXhpc3RpbmcYBSABKAgSGQoRZXhwZWN0ZWRfcmV2aXNpb24YBiABKAMiYAoLSW1wb3J0RW50cnkSCwoDa2V5GAEgASgJEgwKBGxpbmUYAiABKAUSKAoGYWN0aW9uGAMgASgOMhguc2VjcmV0cy52MS5JbXBvcnRBY3Rpb24SDAoEbm90ZRgEIAEoCSIuCg1JbXBvcnRQcm9ibGVtEgwKBGxpbmUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSKQAQoUSW1wb3J0RG90ZW52UmVzcG9uc2USKAoHZW50cmllcxgBIAMoCzIXLnNlY3JldHMudjEuSW1wb3J0RW50cnkSKwoIcHJvYmxlbXMYAiADKAsyGS5zZWNyZXRzLnYxLkltcG9ydFByb2JsZW0SEAoIcmV2aXNpb24YAyABKAMSDwoHZHJ5X3J1bhgEIAEoCCJXChBHZXRTZWNyZXRSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIgCgVzY29wZRgCIAEoDjIRLnNlY3JldHMudjEuU2NvcGUSCwoDa2V5GAMgASgJImYKDFNlY3JldE1lbWJlchIPCgd1c2VyX2lkGAEgASgJEg0KBWVtYWlsGAIgASgJEiQKBHJvbGUYAyABKA4yFi5zZWNyZXRzLnYxLlNlY3JldFJvbGUSEAoIaW1wbGljaXQYBCABKAgidQoNU2VjcmV0VmVyc2lvbhIPCgd2ZXJzaW9uGAEgASgDEi4KCmNyZWF0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYAyABKAkSDwoHY3VycmVudBgEIAEoCCKTAQoNU2VjcmV0RGV0YWlscxIqCgdzdW1tYXJ5GAEgASgLMhkuc2VjcmV0cy52MS5TZWNyZXRTdW1tYXJ5EikKB21lbWJlcnMYAiADKAsyGC5zZWNyZXRzLnYxLlNlY3JldE1lbWJlchIrCgh2ZXJzaW9ucxgDIAMoCzIZLnNlY3JldHMudjEuU2VjcmV0VmVyc2lvbiI+ChFHZXRTZWNyZXRSZXNwb25zZRIpCgZzZWNyZXQYASABKAsyGS5zZWNyZXRzLnYxLlNlY3JldERldGFpbHMi3wEKGlVwZGF0ZVNlY3JldERldGFpbHNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIgCgVzY29wZRgCIAEoDjIRLnNlY3JldHMudjEuU2NvcGUSCwoDa2V5GAMgASgJEhkKDGRpc3BsYXlfbmFtZRgEIAEoCUgAiAEBEhgKC2Rlc2NyaXB0aW9uGAUgASgJSAGIAQESFwoKcmVzdHJpY3RlZBgGIAEoCEgCiAEBQg8KDV9kaXNwbGF5X25hbWVCDgoMX2Rlc2NyaXB0aW9uQg0KC19yZXN0cmljdGVkIkgKG1VwZGF0ZVNlY3JldERldGFpbHNSZXNwb25zZRIpCgZzZWNyZXQYASABKAsyGS5zZWNyZXRzLnYxLlNlY3JldERldGFpbHMicAoWU2V0U2VjcmV0TWVtYmVyUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSCwoDa2V5GAIgASgJEg0KBWVtYWlsGAMgASgJEiQKBHJvbGUYBCABKA4yFi5zZWNyZXRzLnYxLlNlY3JldFJvbGUiRAoXU2V0U2VjcmV0TWVtYmVyUmVzcG9uc2USKQoGc2VjcmV0GAEgASgLMhkuc2VjcmV0cy52MS5TZWNyZXREZXRhaWxzIk0KGVJlbW92ZVNlY3JldE1lbWJlclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgsKA2tleRgCIAEoCRINCgVlbWFpbBgDIAEoCSJHChpSZW1vdmVTZWNyZXRNZW1iZXJSZXNwb25zZRIpCgZzZWNyZXQYASABKAsyGS5zZWNyZXRzLnYxLlNlY3JldERldGFpbHMicwobUmVzdG9yZVNlY3JldFZlcnNpb25SZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIgCgVzY29wZRgCIAEoDjIRLnNlY3JldHMudjEuU2NvcGUSCwoDa2V5GAMgASgJEg8KB3ZlcnNpb24YBCABKAMiSQocUmVzdG9yZVNlY3JldFZlcnNpb25SZXNwb25zZRIpCgZzZWNyZXQYASABKAsyGS5zZWNyZXRzLnYxLlNlY3JldERldGFpbHMiZwoYTGlzdFJlZmVyZW5jZWFibGVSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIOCgZwcmVmaXgYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAkikgEKEFJlZmVyZW5jZWFibGVLZXkSCwoDa2V5GAEgASgJEiAKBXNjb3BlGAIgASgOMhEuc2VjcmV0cy52MS5TY29wZRIUCgxkaXNwbGF5X25hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSEAoIc2hhZG93ZWQYBSABKAgSEgoKcmVzdHJpY3RlZBgGIAEoCCKVAQoZTGlzdFJlZmVyZW5jZWFibGVSZXNwb25zZRIvCgl3b3Jrc3BhY2UYASADKAsyHC5zZWNyZXRzLnYxLlJlZmVyZW5jZWFibGVLZXkSLgoIcGVyc29uYWwYAiADKAsyHC5zZWNyZXRzLnYxLlJlZmVyZW5jZWFibGVLZXkSFwoPbmV4dF9wYWdlX3Rva2VuGAMgASgJIrYBChhFeHBsYWluUmVmZXJlbmNlc1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEiQKB3RyaWdnZXIYAiABKA4yEy5zZWNyZXRzLnYxLlRyaWdnZXISGgoSdHJpZ2dlcmluZ191c2VyX2lkGAMgASgJEhkKEXdvcmtmbG93X293bmVyX2lkGAQgASgJEicKBmJsb2NrcxgFIAMoCzIXLnNlY3JldHMudjEuQmxvY2tJbnB1dHMiugEKFFJlZmVyZW5jZUV4cGxhbmF0aW9uEhAKCGJsb2NrX2lkGAEgASgJEhIKCmZpZWxkX3BhdGgYAiABKAkSCwoDa2V5GAMgASgJEiAKBXNjb3BlGAQgASgOMhEuc2VjcmV0cy52MS5TY29wZRIPCgd2ZXJzaW9uGAUgASgDEisKB3Byb2JsZW0YBiABKA4yGi5zZWNyZXRzLnYxLkJsb2NrRXJyb3JDb2RlEg8KB21lc3NhZ2UYByABKAkiZgoZRXhwbGFpblJlZmVyZW5jZXNSZXNwb25zZRI0CgpyZWZlcmVuY2VzGAEgAygLMiAuc2VjcmV0cy52MS5SZWZlcmVuY2VFeHBsYW5hdGlvbhITCgtydW5fdXNlcl9pZBgCIAEoCSqNAQoKU2F2ZUFjdGlvbhIbChdTQVZFX0FDVElPTl9VTlNQRUNJRklFRBAAEhcKE1NBVkVfQUNUSU9OX0NSRUFURUQQARIXChNTQVZFX0FDVElPTl9VUERBVEVEEAISFwoTU0FWRV9BQ1RJT05fUkVOQU1FRBADEhcKE1NBVkVfQUNUSU9OX0RFTEVURUQQBCqbAQoMSW1wb3J0QWN0aW9uEh0KGUlNUE9SVF9BQ1RJT05fVU5TUEVDSUZJRUQQABIZChVJTVBPUlRfQUNUSU9OX0NSRUFURUQQARIZChVJTVBPUlRfQUNUSU9OX1VQREFURUQQAhIbChdJTVBPUlRfQUNUSU9OX1VOQ0hBTkdFRBADEhkKFUlNUE9SVF9BQ1RJT05fU0tJUFBFRBAEMqIHCgtTZWNyZXRTdG9yZRJOCgtMaXN0U2VjcmV0cxIeLnNlY3JldHMudjEuTGlzdFNlY3JldHNSZXF1ZXN0Gh8uc2VjcmV0cy52MS5MaXN0U2VjcmV0c1Jlc3BvbnNlEk4KC1NhdmVTZWNyZXRzEh4uc2VjcmV0cy52MS5TYXZlU2VjcmV0c1JlcXVlc3QaHy5zZWNyZXRzLnYxLlNhdmVTZWNyZXRzUmVzcG9uc2USUQoMSW1wb3J0RG90ZW52Eh8uc2VjcmV0cy52MS5JbXBvcnREb3RlbnZSZXF1ZXN0GiAuc2VjcmV0cy52MS5JbXBvcnREb3RlbnZSZXNwb25zZRJICglHZXRTZWNyZXQSHC5zZWNyZXRzLnYxLkdldFNlY3JldFJlcXVlc3QaHS5zZWNyZXRzLnYxLkdldFNlY3JldFJlc3BvbnNlEmYKE1VwZGF0ZVNlY3JldERldGFpbHMSJi5zZWNyZXRzLnYxLlVwZGF0ZVNlY3JldERldGFpbHNSZXF1ZXN0Gicuc2VjcmV0cy52MS5VcGRhdGVTZWNyZXREZXRhaWxzUmVzcG9uc2USWgoPU2V0U2VjcmV0TWVtYmVyEiIuc2VjcmV0cy52MS5TZXRTZWNyZXRNZW1iZXJSZXF1ZXN0GiMuc2VjcmV0cy52MS5TZXRTZWNyZXRNZW1iZXJSZXNwb25zZRJjChJSZW1vdmVTZWNyZXRNZW1iZXISJS5zZWNyZXRzLnYxLlJlbW92ZVNlY3JldE1lbWJlclJlcXVlc3QaJi5zZWNyZXRzLnYxLlJlbW92ZVNlY3JldE1lbWJlclJlc3BvbnNlEmkKFFJlc3RvcmVTZWNyZXRWZXJzaW9uEicuc2VjcmV0cy52MS5SZXN0b3JlU2VjcmV0VmVyc2lvblJlcXVlc3QaKC5zZWNyZXRzLnYxLlJlc3RvcmVTZWNyZXRWZXJzaW9uUmVzcG9uc2USYAoRTGlzdFJlZmVyZW5jZWFibGUSJC5zZWNyZXRzLnYxLkxpc3RSZWZlcmVuY2VhYmxlUmVxdWVzdBolLnNlY3JldHMudjEuTGlzdFJlZmVyZW5jZWFibGVSZXNwb25zZRJgChFFeHBsYWluUmVmZXJlbmNlcxIkLnNlY3JldHMudjEuRXhwbGFpblJlZmVyZW5jZXNSZXF1ZXN0GiUuc2VjcmV0cy52MS5FeHBsYWluUmVmZXJlbmNlc1Jlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_timestamp, file_secrets_v1_common]);
+  fileDesc("Ch1zZWNyZXRzL3YxL3NlY3JldF9zdG9yZS5wcm90bxIKc2VjcmV0cy52MSKFAQoSTGlzdFNlY3JldHNSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCRIyCg9leHBpcmluZ193aXRoaW4YBCABKAsyGS5nb29nbGUucHJvdG9idWYuRHVyYXRpb24i0AEKE0xpc3RTZWNyZXRzUmVzcG9uc2USNAoRd29ya3NwYWNlX3NlY3JldHMYASADKAsyGS5zZWNyZXRzLnYxLlNlY3JldFN1bW1hcnkSMwoQcGVyc29uYWxfc2VjcmV0cxgCIAMoCzIZLnNlY3JldHMudjEuU2VjcmV0U3VtbWFyeRIaChJ3b3Jrc3BhY2VfcmV2aXNpb24YAyABKAMSGQoRcGVyc29uYWxfcmV2aXNpb24YBCABKAMSFwoPbmV4dF9wYWdlX3Rva2VuGAUgASgJIl0KDFNlY3JldENoYW5nZRILCgNrZXkYASABKAkSDwoFdmFsdWUYAiABKAlIABIQCgZkZWxldGUYAyABKAhIABITCglyZW5hbWVfdG8YBCABKAlIAEIICgZjaGFuZ2UirgEKElNhdmVTZWNyZXRzUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSIAoFc2NvcGUYAiABKA4yES5zZWNyZXRzLnYxLlNjb3BlEhkKEWV4cGVjdGVkX3JldmlzaW9uGAMgASgDEikKB2NoYW5nZXMYBCADKAsyGC5zZWNyZXRzLnYxLlNlY3JldENoYW5nZRIaChJhY2tub3dsZWRnZV9pbl91c2UYBSABKAgiaQoLU2F2ZWRDaGFuZ2USCwoDa2V5GAEgASgJEiYKBmFjdGlvbhgCIAEoDjIWLnNlY3JldHMudjEuU2F2ZUFjdGlvbhIPCgd2ZXJzaW9uGAMgASgDEhQKDHByZXZpb3VzX2tleRgEIAEoCSJPChNTYXZlU2VjcmV0c1Jlc3BvbnNlEhAKCHJldmlzaW9uGAEgASgDEiYKBXNhdmVkGAIgAygLMhcuc2VjcmV0cy52MS5TYXZlZENoYW5nZSKmAQoTSW1wb3J0RG90ZW52UmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSIAoFc2NvcGUYAiABKA4yES5zZWNyZXRzLnYxLlNjb3BlEg8KB2NvbnRlbnQYAyABKAkSDwoHZHJ5X3J1bhgEIAEoCBIaChJvdmVyd3JpdGVfZXhpc3RpbmcYBSABKAgSGQoRZXhwZWN0ZWRfcmV2aXNpb24YBiABKAMiYAoLSW1wb3J0RW50cnkSCwoDa2V5GAEgASgJEgwKBGxpbmUYAiABKAUSKAoGYWN0aW9uGAMgASgOMhguc2VjcmV0cy52MS5JbXBvcnRBY3Rpb24SDAoEbm90ZRgEIAEoCSIuCg1JbXBvcnRQcm9ibGVtEgwKBGxpbmUYASABKAUSDwoHbWVzc2FnZRgCIAEoCSKQAQoUSW1wb3J0RG90ZW52UmVzcG9uc2USKAoHZW50cmllcxgBIAMoCzIXLnNlY3JldHMudjEuSW1wb3J0RW50cnkSKwoIcHJvYmxlbXMYAiADKAsyGS5zZWNyZXRzLnYxLkltcG9ydFByb2JsZW0SEAoIcmV2aXNpb24YAyABKAMSDwoHZHJ5X3J1bhgEIAEoCCJXChBHZXRTZWNyZXRSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIgCgVzY29wZRgCIAEoDjIRLnNlY3JldHMudjEuU2NvcGUSCwoDa2V5GAMgASgJImYKDFNlY3JldE1lbWJlchIPCgd1c2VyX2lkGAEgASgJEg0KBWVtYWlsGAIgASgJEiQKBHJvbGUYAyABKA4yFi5zZWNyZXRzLnYxLlNlY3JldFJvbGUSEAoIaW1wbGljaXQYBCABKAgidQoNU2VjcmV0VmVyc2lvbhIPCgd2ZXJzaW9uGAEgASgDEi4KCmNyZWF0ZWRfYXQYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmNyZWF0ZWRfYnkYAyABKAkSDwoHY3VycmVudBgEIAEoCCK7AQoNU2VjcmV0RGV0YWlscxIqCgdzdW1tYXJ5GAEgASgLMhkuc2VjcmV0cy52MS5TZWNyZXRTdW1tYXJ5EikKB21lbWJlcnMYAiADKAsyGC5zZWNyZXRzLnYxLlNlY3JldE1lbWJlchIrCgh2ZXJzaW9ucxgDIAMoCzIZLnNlY3JldHMudjEuU2VjcmV0VmVyc2lvbhImCgV1c2FnZRgEIAMoCzIXLnNlY3JldHMudjEuU2VjcmV0VXNhZ2UiigEKC1NlY3JldFVzYWdlEhMKC3dvcmtmbG93X2lkGAEgASgJEjAKDGxhc3RfdXNlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGQoRdXNlc19sYXN0XzMwX2RheXMYAyABKAMSGQoRbGFzdF9leGVjdXRpb25faWQYBCABKAkiPgoRR2V0U2VjcmV0UmVzcG9uc2USKQoGc2VjcmV0GAEgASgLMhkuc2VjcmV0cy52MS5TZWNyZXREZXRhaWxzIqkCChpVcGRhdGVTZWNyZXREZXRhaWxzUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSIAoFc2NvcGUYAiABKA4yES5zZWNyZXRzLnYxLlNjb3BlEgsKA2tleRgDIAEoCRIZCgxkaXNwbGF5X25hbWUYBCABKAlIAIgBARIYCgtkZXNjcmlwdGlvbhgFIAEoCUgBiAEBEhcKCnJlc3RyaWN0ZWQYBiABKAhIAogBARIuCgpleHBpcmVzX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjbGVhcl9leHBpcmVzX2F0GAggASgIQg8KDV9kaXNwbGF5X25hbWVCDgoMX2Rlc2NyaXB0aW9uQg0KC19yZXN0cmljdGVkIkgKG1VwZGF0ZVNlY3JldERldGFpbHNSZXNwb25zZRIpCgZzZWNyZXQYASABKAsyGS5zZWNyZXRzLnYxLlNlY3JldERldGFpbHMicAoWU2V0U2VjcmV0TWVtYmVyUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSCwoDa2V5GAIgASgJEg0KBWVtYWlsGAMgASgJEiQKBHJvbGUYBCABKA4yFi5zZWNyZXRzLnYxLlNlY3JldFJvbGUiRAoXU2V0U2VjcmV0TWVtYmVyUmVzcG9uc2USKQoGc2VjcmV0GAEgASgLMhkuc2VjcmV0cy52MS5TZWNyZXREZXRhaWxzIk0KGVJlbW92ZVNlY3JldE1lbWJlclJlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJEgsKA2tleRgCIAEoCRINCgVlbWFpbBgDIAEoCSJHChpSZW1vdmVTZWNyZXRNZW1iZXJSZXNwb25zZRIpCgZzZWNyZXQYASABKAsyGS5zZWNyZXRzLnYxLlNlY3JldERldGFpbHMicwobUmVzdG9yZVNlY3JldFZlcnNpb25SZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIgCgVzY29wZRgCIAEoDjIRLnNlY3JldHMudjEuU2NvcGUSCwoDa2V5GAMgASgJEg8KB3ZlcnNpb24YBCABKAMiSQocUmVzdG9yZVNlY3JldFZlcnNpb25SZXNwb25zZRIpCgZzZWNyZXQYASABKAsyGS5zZWNyZXRzLnYxLlNlY3JldERldGFpbHMiZwoYTGlzdFJlZmVyZW5jZWFibGVSZXF1ZXN0EhQKDHdvcmtzcGFjZV9pZBgBIAEoCRIOCgZwcmVmaXgYAiABKAkSEQoJcGFnZV9zaXplGAMgASgFEhIKCnBhZ2VfdG9rZW4YBCABKAki0wEKEFJlZmVyZW5jZWFibGVLZXkSCwoDa2V5GAEgASgJEiAKBXNjb3BlGAIgASgOMhEuc2VjcmV0cy52MS5TY29wZRIUCgxkaXNwbGF5X25hbWUYAyABKAkSEwoLZGVzY3JpcHRpb24YBCABKAkSEAoIc2hhZG93ZWQYBSABKAgSEgoKcmVzdHJpY3RlZBgGIAEoCBIuCgpleHBpcmVzX2F0GAcgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIPCgdleHBpcmVkGAggASgIIpUBChlMaXN0UmVmZXJlbmNlYWJsZVJlc3BvbnNlEi8KCXdvcmtzcGFjZRgBIAMoCzIcLnNlY3JldHMudjEuUmVmZXJlbmNlYWJsZUtleRIuCghwZXJzb25hbBgCIAMoCzIcLnNlY3JldHMudjEuUmVmZXJlbmNlYWJsZUtleRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkitgEKGEV4cGxhaW5SZWZlcmVuY2VzUmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSJAoHdHJpZ2dlchgCIAEoDjITLnNlY3JldHMudjEuVHJpZ2dlchIaChJ0cmlnZ2VyaW5nX3VzZXJfaWQYAyABKAkSGQoRd29ya2Zsb3dfb3duZXJfaWQYBCABKAkSJwoGYmxvY2tzGAUgAygLMhcuc2VjcmV0cy52MS5CbG9ja0lucHV0cyK6AQoUUmVmZXJlbmNlRXhwbGFuYXRpb24SEAoIYmxvY2tfaWQYASABKAkSEgoKZmllbGRfcGF0aBgCIAEoCRILCgNrZXkYAyABKAkSIAoFc2NvcGUYBCABKA4yES5zZWNyZXRzLnYxLlNjb3BlEg8KB3ZlcnNpb24YBSABKAMSKwoHcHJvYmxlbRgGIAEoDjIaLnNlY3JldHMudjEuQmxvY2tFcnJvckNvZGUSDwoHbWVzc2FnZRgHIAEoCSJmChlFeHBsYWluUmVmZXJlbmNlc1Jlc3BvbnNlEjQKCnJlZmVyZW5jZXMYASADKAsyIC5zZWNyZXRzLnYxLlJlZmVyZW5jZUV4cGxhbmF0aW9uEhMKC3J1bl91c2VyX2lkGAIgASgJIjEKGUxpc3REZWxldGVkU2VjcmV0c1JlcXVlc3QSFAoMd29ya3NwYWNlX2lkGAEgASgJItgBCg1EZWxldGVkU2VjcmV0EhIKCmRlbGV0ZWRfaWQYASABKAMSKgoHc3VtbWFyeRgCIAEoCzIZLnNlY3JldHMudjEuU2VjcmV0U3VtbWFyeRIuCgpkZWxldGVkX2F0GAMgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpkZWxldGVkX2J5GAQgASgJEiwKCHB1cmdlX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIVCg1rZXB0X3ZlcnNpb25zGAYgASgFIocBChpMaXN0RGVsZXRlZFNlY3JldHNSZXNwb25zZRI0ChF3b3Jrc3BhY2Vfc2VjcmV0cxgBIAMoCzIZLnNlY3JldHMudjEuRGVsZXRlZFNlY3JldBIzChBwZXJzb25hbF9zZWNyZXRzGAIgAygLMhkuc2VjcmV0cy52MS5EZWxldGVkU2VjcmV0ImkKG1Jlc3RvcmVEZWxldGVkU2VjcmV0UmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSIAoFc2NvcGUYAiABKA4yES5zZWNyZXRzLnYxLlNjb3BlEhIKCmRlbGV0ZWRfaWQYAyABKAMiWwocUmVzdG9yZURlbGV0ZWRTZWNyZXRSZXNwb25zZRIpCgZzZWNyZXQYASABKAsyGS5zZWNyZXRzLnYxLlNlY3JldERldGFpbHMSEAoIcmV2aXNpb24YAiABKAMiZwoZUHVyZ2VEZWxldGVkU2VjcmV0UmVxdWVzdBIUCgx3b3Jrc3BhY2VfaWQYASABKAkSIAoFc2NvcGUYAiABKA4yES5zZWNyZXRzLnYxLlNjb3BlEhIKCmRlbGV0ZWRfaWQYAyABKAMiHAoaUHVyZ2VEZWxldGVkU2VjcmV0UmVzcG9uc2UqjQEKClNhdmVBY3Rpb24SGwoXU0FWRV9BQ1RJT05fVU5TUEVDSUZJRUQQABIXChNTQVZFX0FDVElPTl9DUkVBVEVEEAESFwoTU0FWRV9BQ1RJT05fVVBEQVRFRBACEhcKE1NBVkVfQUNUSU9OX1JFTkFNRUQQAxIXChNTQVZFX0FDVElPTl9ERUxFVEVEEAQqmwEKDEltcG9ydEFjdGlvbhIdChlJTVBPUlRfQUNUSU9OX1VOU1BFQ0lGSUVEEAASGQoVSU1QT1JUX0FDVElPTl9DUkVBVEVEEAESGQoVSU1QT1JUX0FDVElPTl9VUERBVEVEEAISGwoXSU1QT1JUX0FDVElPTl9VTkNIQU5HRUQQAxIZChVJTVBPUlRfQUNUSU9OX1NLSVBQRUQQBDLXCQoLU2VjcmV0U3RvcmUSTgoLTGlzdFNlY3JldHMSHi5zZWNyZXRzLnYxLkxpc3RTZWNyZXRzUmVxdWVzdBofLnNlY3JldHMudjEuTGlzdFNlY3JldHNSZXNwb25zZRJOCgtTYXZlU2VjcmV0cxIeLnNlY3JldHMudjEuU2F2ZVNlY3JldHNSZXF1ZXN0Gh8uc2VjcmV0cy52MS5TYXZlU2VjcmV0c1Jlc3BvbnNlElEKDEltcG9ydERvdGVudhIfLnNlY3JldHMudjEuSW1wb3J0RG90ZW52UmVxdWVzdBogLnNlY3JldHMudjEuSW1wb3J0RG90ZW52UmVzcG9uc2USSAoJR2V0U2VjcmV0Ehwuc2VjcmV0cy52MS5HZXRTZWNyZXRSZXF1ZXN0Gh0uc2VjcmV0cy52MS5HZXRTZWNyZXRSZXNwb25zZRJmChNVcGRhdGVTZWNyZXREZXRhaWxzEiYuc2VjcmV0cy52MS5VcGRhdGVTZWNyZXREZXRhaWxzUmVxdWVzdBonLnNlY3JldHMudjEuVXBkYXRlU2VjcmV0RGV0YWlsc1Jlc3BvbnNlEloKD1NldFNlY3JldE1lbWJlchIiLnNlY3JldHMudjEuU2V0U2VjcmV0TWVtYmVyUmVxdWVzdBojLnNlY3JldHMudjEuU2V0U2VjcmV0TWVtYmVyUmVzcG9uc2USYwoSUmVtb3ZlU2VjcmV0TWVtYmVyEiUuc2VjcmV0cy52MS5SZW1vdmVTZWNyZXRNZW1iZXJSZXF1ZXN0GiYuc2VjcmV0cy52MS5SZW1vdmVTZWNyZXRNZW1iZXJSZXNwb25zZRJpChRSZXN0b3JlU2VjcmV0VmVyc2lvbhInLnNlY3JldHMudjEuUmVzdG9yZVNlY3JldFZlcnNpb25SZXF1ZXN0Giguc2VjcmV0cy52MS5SZXN0b3JlU2VjcmV0VmVyc2lvblJlc3BvbnNlEmAKEUxpc3RSZWZlcmVuY2VhYmxlEiQuc2VjcmV0cy52MS5MaXN0UmVmZXJlbmNlYWJsZVJlcXVlc3QaJS5zZWNyZXRzLnYxLkxpc3RSZWZlcmVuY2VhYmxlUmVzcG9uc2USYAoRRXhwbGFpblJlZmVyZW5jZXMSJC5zZWNyZXRzLnYxLkV4cGxhaW5SZWZlcmVuY2VzUmVxdWVzdBolLnNlY3JldHMudjEuRXhwbGFpblJlZmVyZW5jZXNSZXNwb25zZRJjChJMaXN0RGVsZXRlZFNlY3JldHMSJS5zZWNyZXRzLnYxLkxpc3REZWxldGVkU2VjcmV0c1JlcXVlc3QaJi5zZWNyZXRzLnYxLkxpc3REZWxldGVkU2VjcmV0c1Jlc3BvbnNlEmkKFFJlc3RvcmVEZWxldGVkU2VjcmV0Eicuc2VjcmV0cy52MS5SZXN0b3JlRGVsZXRlZFNlY3JldFJlcXVlc3QaKC5zZWNyZXRzLnYxLlJlc3RvcmVEZWxldGVkU2VjcmV0UmVzcG9uc2USYwoSUHVyZ2VEZWxldGVkU2VjcmV0EiUuc2VjcmV0cy52MS5QdXJnZURlbGV0ZWRTZWNyZXRSZXF1ZXN0GiYuc2VjcmV0cy52MS5QdXJnZURlbGV0ZWRTZWNyZXRSZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_duration, file_google_protobuf_timestamp, file_secrets_v1_common]);
 
 /**
  * @generated from message secrets.v1.ListSecretsRequest
@@ -41,6 +41,15 @@ export type ListSecretsRequest = Message<"secrets.v1.ListSecretsRequest"> & {
    * @generated from field: string page_token = 3;
    */
   pageToken: string;
+
+  /**
+   * Only secrets that expire within this long from now, the expired ones included (so the
+   * platform can remind owners before runs break); unset or zero: every secret. Negative is
+   * INVALID_ARGUMENT. Page tokens hold to the same window.
+   *
+   * @generated from field: google.protobuf.Duration expiring_within = 4;
+   */
+  expiringWithin?: Duration | undefined;
 };
 
 /**
@@ -121,7 +130,9 @@ export type SecretChange = Message<"secrets.v1.SecretChange"> & {
     case: "value";
   } | {
     /**
-     * Deletes the key and its versions.
+     * Deletes the key: it moves, with its versions and members, to the trash
+     * (ListDeletedSecrets), from which it can be restored for SECRETS_TRASH_DAYS days. Subject to
+     * the in-use guard (SaveSecretsRequest.acknowledge_in_use).
      *
      * @generated from field: bool delete = 3;
      */
@@ -129,7 +140,8 @@ export type SecretChange = Message<"secrets.v1.SecretChange"> & {
     case: "delete";
   } | {
     /**
-     * Renames the key; its value, versions and members move with it.
+     * Renames the key; its value, versions and members move with it. Subject to the in-use
+     * guard: runs that reference the old key would fail.
      *
      * @generated from field: string rename_to = 4;
      */
@@ -170,6 +182,20 @@ export type SaveSecretsRequest = Message<"secrets.v1.SaveSecretsRequest"> & {
    * @generated from field: repeated secrets.v1.SecretChange changes = 4;
    */
   changes: SecretChange[];
+
+  /**
+   * The in-use guard: a batch that deletes or renames a secret that a workflow used in the last
+   * SECRETS_IN_USE_DAYS days (default 30), or a workspace secret whose removal would make
+   * members' runs fall back to a personal secret of the same key, is refused with
+   * FAILED_PRECONDITION and a google.rpc.PreconditionFailure: one violation per workflow (type
+   * SECRET_IN_USE, subject "workflows/<workflow id>", when it last used the secret and in which
+   * execution; at most 20 per secret, then one counting the rest) and one per secret with such
+   * members (type PERSONAL_FALLBACK, subject "secrets/<key>", how many members: never who).
+   * Nothing is saved. Set this to go ahead anyway.
+   *
+   * @generated from field: bool acknowledge_in_use = 5;
+   */
+  acknowledgeInUse: boolean;
 };
 
 /**
@@ -492,6 +518,13 @@ export type SecretDetails = Message<"secrets.v1.SecretDetails"> & {
    * @generated from field: repeated secrets.v1.SecretVersion versions = 3;
    */
   versions: SecretVersion[];
+
+  /**
+   * The workflows that used the secret, most recently used first (at most 100).
+   *
+   * @generated from field: repeated secrets.v1.SecretUsage usage = 4;
+   */
+  usage: SecretUsage[];
 };
 
 /**
@@ -500,6 +533,48 @@ export type SecretDetails = Message<"secrets.v1.SecretDetails"> & {
  */
 export const SecretDetailsSchema: GenMessage<SecretDetails> = /*@__PURE__*/
   messageDesc(file_secrets_v1_secret_store, 13);
+
+/**
+ * SecretUsage is how one workflow used one secret, recorded from its resolves (in batches, within
+ * about 50 ms of a resolve). Kept per (secret, workflow), never per run: a workflow that has not
+ * used the secret for 365 days is forgotten, and so is all usage of a secret purged from the trash.
+ *
+ * @generated from message secrets.v1.SecretUsage
+ */
+export type SecretUsage = Message<"secrets.v1.SecretUsage"> & {
+  /**
+   * Empty for resolves that named no workflow.
+   *
+   * @generated from field: string workflow_id = 1;
+   */
+  workflowId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_used_at = 2;
+   */
+  lastUsedAt?: Timestamp | undefined;
+
+  /**
+   * Resolves of the workflow that used the secret in the last 30 UTC days, today included.
+   *
+   * @generated from field: int64 uses_last_30_days = 3;
+   */
+  usesLast30Days: bigint;
+
+  /**
+   * The execution of the last of those resolves (empty when it named none).
+   *
+   * @generated from field: string last_execution_id = 4;
+   */
+  lastExecutionId: string;
+};
+
+/**
+ * Describes the message secrets.v1.SecretUsage.
+ * Use `create(SecretUsageSchema)` to create a new message.
+ */
+export const SecretUsageSchema: GenMessage<SecretUsage> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_secret_store, 14);
 
 /**
  * @generated from message secrets.v1.GetSecretResponse
@@ -516,7 +591,7 @@ export type GetSecretResponse = Message<"secrets.v1.GetSecretResponse"> & {
  * Use `create(GetSecretResponseSchema)` to create a new message.
  */
 export const GetSecretResponseSchema: GenMessage<GetSecretResponse> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 14);
+  messageDesc(file_secrets_v1_secret_store, 15);
 
 /**
  * @generated from message secrets.v1.UpdateSecretDetailsRequest
@@ -553,6 +628,22 @@ export type UpdateSecretDetailsRequest = Message<"secrets.v1.UpdateSecretDetails
    * @generated from field: optional bool restricted = 6;
    */
   restricted?: boolean | undefined;
+
+  /**
+   * When the secret expires: from then on, a block that would use it fails with
+   * BLOCK_ERROR_CODE_SECRET_EXPIRED (it does not fall back to another secret), and listings show
+   * it as expired. A time in the past expires it at once.
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 7;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * Removes the expiry (INVALID_ARGUMENT together with expires_at).
+   *
+   * @generated from field: bool clear_expires_at = 8;
+   */
+  clearExpiresAt: boolean;
 };
 
 /**
@@ -560,7 +651,7 @@ export type UpdateSecretDetailsRequest = Message<"secrets.v1.UpdateSecretDetails
  * Use `create(UpdateSecretDetailsRequestSchema)` to create a new message.
  */
 export const UpdateSecretDetailsRequestSchema: GenMessage<UpdateSecretDetailsRequest> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 15);
+  messageDesc(file_secrets_v1_secret_store, 16);
 
 /**
  * @generated from message secrets.v1.UpdateSecretDetailsResponse
@@ -577,7 +668,7 @@ export type UpdateSecretDetailsResponse = Message<"secrets.v1.UpdateSecretDetail
  * Use `create(UpdateSecretDetailsResponseSchema)` to create a new message.
  */
 export const UpdateSecretDetailsResponseSchema: GenMessage<UpdateSecretDetailsResponse> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 16);
+  messageDesc(file_secrets_v1_secret_store, 17);
 
 /**
  * @generated from message secrets.v1.SetSecretMemberRequest
@@ -611,7 +702,7 @@ export type SetSecretMemberRequest = Message<"secrets.v1.SetSecretMemberRequest"
  * Use `create(SetSecretMemberRequestSchema)` to create a new message.
  */
 export const SetSecretMemberRequestSchema: GenMessage<SetSecretMemberRequest> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 17);
+  messageDesc(file_secrets_v1_secret_store, 18);
 
 /**
  * @generated from message secrets.v1.SetSecretMemberResponse
@@ -628,7 +719,7 @@ export type SetSecretMemberResponse = Message<"secrets.v1.SetSecretMemberRespons
  * Use `create(SetSecretMemberResponseSchema)` to create a new message.
  */
 export const SetSecretMemberResponseSchema: GenMessage<SetSecretMemberResponse> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 18);
+  messageDesc(file_secrets_v1_secret_store, 19);
 
 /**
  * @generated from message secrets.v1.RemoveSecretMemberRequest
@@ -655,7 +746,7 @@ export type RemoveSecretMemberRequest = Message<"secrets.v1.RemoveSecretMemberRe
  * Use `create(RemoveSecretMemberRequestSchema)` to create a new message.
  */
 export const RemoveSecretMemberRequestSchema: GenMessage<RemoveSecretMemberRequest> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 19);
+  messageDesc(file_secrets_v1_secret_store, 20);
 
 /**
  * @generated from message secrets.v1.RemoveSecretMemberResponse
@@ -672,7 +763,7 @@ export type RemoveSecretMemberResponse = Message<"secrets.v1.RemoveSecretMemberR
  * Use `create(RemoveSecretMemberResponseSchema)` to create a new message.
  */
 export const RemoveSecretMemberResponseSchema: GenMessage<RemoveSecretMemberResponse> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 20);
+  messageDesc(file_secrets_v1_secret_store, 21);
 
 /**
  * @generated from message secrets.v1.RestoreSecretVersionRequest
@@ -704,7 +795,7 @@ export type RestoreSecretVersionRequest = Message<"secrets.v1.RestoreSecretVersi
  * Use `create(RestoreSecretVersionRequestSchema)` to create a new message.
  */
 export const RestoreSecretVersionRequestSchema: GenMessage<RestoreSecretVersionRequest> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 21);
+  messageDesc(file_secrets_v1_secret_store, 22);
 
 /**
  * @generated from message secrets.v1.RestoreSecretVersionResponse
@@ -721,7 +812,7 @@ export type RestoreSecretVersionResponse = Message<"secrets.v1.RestoreSecretVers
  * Use `create(RestoreSecretVersionResponseSchema)` to create a new message.
  */
 export const RestoreSecretVersionResponseSchema: GenMessage<RestoreSecretVersionResponse> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 22);
+  messageDesc(file_secrets_v1_secret_store, 23);
 
 /**
  * @generated from message secrets.v1.ListReferenceableRequest
@@ -759,7 +850,7 @@ export type ListReferenceableRequest = Message<"secrets.v1.ListReferenceableRequ
  * Use `create(ListReferenceableRequestSchema)` to create a new message.
  */
 export const ListReferenceableRequestSchema: GenMessage<ListReferenceableRequest> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 23);
+  messageDesc(file_secrets_v1_secret_store, 24);
 
 /**
  * @generated from message secrets.v1.ReferenceableKey
@@ -796,6 +887,18 @@ export type ReferenceableKey = Message<"secrets.v1.ReferenceableKey"> & {
    * @generated from field: bool restricted = 6;
    */
   restricted: boolean;
+
+  /**
+   * Set when the secret expires; `expired` once that time has passed (a run using it fails).
+   *
+   * @generated from field: google.protobuf.Timestamp expires_at = 7;
+   */
+  expiresAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: bool expired = 8;
+   */
+  expired: boolean;
 };
 
 /**
@@ -803,7 +906,7 @@ export type ReferenceableKey = Message<"secrets.v1.ReferenceableKey"> & {
  * Use `create(ReferenceableKeySchema)` to create a new message.
  */
 export const ReferenceableKeySchema: GenMessage<ReferenceableKey> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 24);
+  messageDesc(file_secrets_v1_secret_store, 25);
 
 /**
  * Workspace keys first, by key, then personal keys, by key, paged like ListSecrets.
@@ -834,7 +937,7 @@ export type ListReferenceableResponse = Message<"secrets.v1.ListReferenceableRes
  * Use `create(ListReferenceableResponseSchema)` to create a new message.
  */
 export const ListReferenceableResponseSchema: GenMessage<ListReferenceableResponse> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 25);
+  messageDesc(file_secrets_v1_secret_store, 26);
 
 /**
  * @generated from message secrets.v1.ExplainReferencesRequest
@@ -875,7 +978,7 @@ export type ExplainReferencesRequest = Message<"secrets.v1.ExplainReferencesRequ
  * Use `create(ExplainReferencesRequestSchema)` to create a new message.
  */
 export const ExplainReferencesRequestSchema: GenMessage<ExplainReferencesRequest> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 26);
+  messageDesc(file_secrets_v1_secret_store, 27);
 
 /**
  * @generated from message secrets.v1.ReferenceExplanation
@@ -929,7 +1032,7 @@ export type ReferenceExplanation = Message<"secrets.v1.ReferenceExplanation"> & 
  * Use `create(ReferenceExplanationSchema)` to create a new message.
  */
 export const ReferenceExplanationSchema: GenMessage<ReferenceExplanation> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 27);
+  messageDesc(file_secrets_v1_secret_store, 28);
 
 /**
  * @generated from message secrets.v1.ExplainReferencesResponse
@@ -953,7 +1056,189 @@ export type ExplainReferencesResponse = Message<"secrets.v1.ExplainReferencesRes
  * Use `create(ExplainReferencesResponseSchema)` to create a new message.
  */
 export const ExplainReferencesResponseSchema: GenMessage<ExplainReferencesResponse> = /*@__PURE__*/
-  messageDesc(file_secrets_v1_secret_store, 28);
+  messageDesc(file_secrets_v1_secret_store, 29);
+
+/**
+ * @generated from message secrets.v1.ListDeletedSecretsRequest
+ */
+export type ListDeletedSecretsRequest = Message<"secrets.v1.ListDeletedSecretsRequest"> & {
+  /**
+   * @generated from field: string workspace_id = 1;
+   */
+  workspaceId: string;
+};
+
+/**
+ * Describes the message secrets.v1.ListDeletedSecretsRequest.
+ * Use `create(ListDeletedSecretsRequestSchema)` to create a new message.
+ */
+export const ListDeletedSecretsRequestSchema: GenMessage<ListDeletedSecretsRequest> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_secret_store, 30);
+
+/**
+ * DeletedSecret is a secret in the trash: metadata only, never a value.
+ *
+ * @generated from message secrets.v1.DeletedSecret
+ */
+export type DeletedSecret = Message<"secrets.v1.DeletedSecret"> & {
+  /**
+   * What RestoreDeletedSecret and PurgeDeletedSecret name: the secret's own id, kept in the trash.
+   *
+   * @generated from field: int64 deleted_id = 1;
+   */
+  deletedId: bigint;
+
+  /**
+   * As it was when deleted (version: the version that was current).
+   *
+   * @generated from field: secrets.v1.SecretSummary summary = 2;
+   */
+  summary?: SecretSummary | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp deleted_at = 3;
+   */
+  deletedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: string deleted_by = 4;
+   */
+  deletedBy: string;
+
+  /**
+   * When it will be purged for good unless restored first (deleted_at + SECRETS_TRASH_DAYS).
+   *
+   * @generated from field: google.protobuf.Timestamp purge_at = 5;
+   */
+  purgeAt?: Timestamp | undefined;
+
+  /**
+   * Kept versions it will be restored with, the current one included.
+   *
+   * @generated from field: int32 kept_versions = 6;
+   */
+  keptVersions: number;
+};
+
+/**
+ * Describes the message secrets.v1.DeletedSecret.
+ * Use `create(DeletedSecretSchema)` to create a new message.
+ */
+export const DeletedSecretSchema: GenMessage<DeletedSecret> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_secret_store, 31);
+
+/**
+ * @generated from message secrets.v1.ListDeletedSecretsResponse
+ */
+export type ListDeletedSecretsResponse = Message<"secrets.v1.ListDeletedSecretsResponse"> & {
+  /**
+   * @generated from field: repeated secrets.v1.DeletedSecret workspace_secrets = 1;
+   */
+  workspaceSecrets: DeletedSecret[];
+
+  /**
+   * @generated from field: repeated secrets.v1.DeletedSecret personal_secrets = 2;
+   */
+  personalSecrets: DeletedSecret[];
+};
+
+/**
+ * Describes the message secrets.v1.ListDeletedSecretsResponse.
+ * Use `create(ListDeletedSecretsResponseSchema)` to create a new message.
+ */
+export const ListDeletedSecretsResponseSchema: GenMessage<ListDeletedSecretsResponse> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_secret_store, 32);
+
+/**
+ * @generated from message secrets.v1.RestoreDeletedSecretRequest
+ */
+export type RestoreDeletedSecretRequest = Message<"secrets.v1.RestoreDeletedSecretRequest"> & {
+  /**
+   * @generated from field: string workspace_id = 1;
+   */
+  workspaceId: string;
+
+  /**
+   * @generated from field: secrets.v1.Scope scope = 2;
+   */
+  scope: Scope;
+
+  /**
+   * @generated from field: int64 deleted_id = 3;
+   */
+  deletedId: bigint;
+};
+
+/**
+ * Describes the message secrets.v1.RestoreDeletedSecretRequest.
+ * Use `create(RestoreDeletedSecretRequestSchema)` to create a new message.
+ */
+export const RestoreDeletedSecretRequestSchema: GenMessage<RestoreDeletedSecretRequest> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_secret_store, 33);
+
+/**
+ * @generated from message secrets.v1.RestoreDeletedSecretResponse
+ */
+export type RestoreDeletedSecretResponse = Message<"secrets.v1.RestoreDeletedSecretResponse"> & {
+  /**
+   * @generated from field: secrets.v1.SecretDetails secret = 1;
+   */
+  secret?: SecretDetails | undefined;
+
+  /**
+   * The scope revision after the restore.
+   *
+   * @generated from field: int64 revision = 2;
+   */
+  revision: bigint;
+};
+
+/**
+ * Describes the message secrets.v1.RestoreDeletedSecretResponse.
+ * Use `create(RestoreDeletedSecretResponseSchema)` to create a new message.
+ */
+export const RestoreDeletedSecretResponseSchema: GenMessage<RestoreDeletedSecretResponse> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_secret_store, 34);
+
+/**
+ * @generated from message secrets.v1.PurgeDeletedSecretRequest
+ */
+export type PurgeDeletedSecretRequest = Message<"secrets.v1.PurgeDeletedSecretRequest"> & {
+  /**
+   * @generated from field: string workspace_id = 1;
+   */
+  workspaceId: string;
+
+  /**
+   * @generated from field: secrets.v1.Scope scope = 2;
+   */
+  scope: Scope;
+
+  /**
+   * @generated from field: int64 deleted_id = 3;
+   */
+  deletedId: bigint;
+};
+
+/**
+ * Describes the message secrets.v1.PurgeDeletedSecretRequest.
+ * Use `create(PurgeDeletedSecretRequestSchema)` to create a new message.
+ */
+export const PurgeDeletedSecretRequestSchema: GenMessage<PurgeDeletedSecretRequest> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_secret_store, 35);
+
+/**
+ * @generated from message secrets.v1.PurgeDeletedSecretResponse
+ */
+export type PurgeDeletedSecretResponse = Message<"secrets.v1.PurgeDeletedSecretResponse"> & {
+};
+
+/**
+ * Describes the message secrets.v1.PurgeDeletedSecretResponse.
+ * Use `create(PurgeDeletedSecretResponseSchema)` to create a new message.
+ */
+export const PurgeDeletedSecretResponseSchema: GenMessage<PurgeDeletedSecretResponse> = /*@__PURE__*/
+  messageDesc(file_secrets_v1_secret_store, 36);
 
 /**
  * SaveAction is what a change did.
@@ -1137,6 +1422,44 @@ export const SecretStore: GenService<{
     methodKind: "unary";
     input: typeof ExplainReferencesRequestSchema;
     output: typeof ExplainReferencesResponseSchema;
+  },
+  /**
+   * The trash. A deleted secret (SaveSecrets' delete) is kept whole and sealed for
+   * SECRETS_TRASH_DAYS days (default 30), then purged for good; it never resolves meanwhile.
+   * Lists the workspace's deleted secrets (for its members) and the caller's own deleted personal
+   * secrets, most recently deleted first.
+   *
+   * @generated from rpc secrets.v1.SecretStore.ListDeletedSecrets
+   */
+  listDeletedSecrets: {
+    methodKind: "unary";
+    input: typeof ListDeletedSecretsRequestSchema;
+    output: typeof ListDeletedSecretsResponseSchema;
+  },
+  /**
+   * Restores a deleted secret whole: its key, details, members (those still members of the
+   * workspace) and every kept version, under its own identity, so each version resolves to the
+   * value it had. Needs what deleting it needed (workspace ADMIN or the secret's own ADMIN role;
+   * the owner for a personal secret). ALREADY_EXISTS when a secret of the same key was created
+   * since. Bumps the scope's revision.
+   *
+   * @generated from rpc secrets.v1.SecretStore.RestoreDeletedSecret
+   */
+  restoreDeletedSecret: {
+    methodKind: "unary";
+    input: typeof RestoreDeletedSecretRequestSchema;
+    output: typeof RestoreDeletedSecretResponseSchema;
+  },
+  /**
+   * Deletes a deleted secret for good, at once: its sealed versions, members and usage. A
+   * workspace secret needs workspace ADMIN; a personal one, its owner.
+   *
+   * @generated from rpc secrets.v1.SecretStore.PurgeDeletedSecret
+   */
+  purgeDeletedSecret: {
+    methodKind: "unary";
+    input: typeof PurgeDeletedSecretRequestSchema;
+    output: typeof PurgeDeletedSecretResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_secrets_v1_secret_store, 0);
