@@ -30,6 +30,7 @@ import asyncpg
 from secrets_client import DirectoryClient, EditorClient
 from secrets_client.grants import OrchestratorClient
 
+from bench.otlp_sink import OtlpSink
 from bench.progress import Progress
 from service.auth import hash_token
 from service.crypto.keyring import new_keyring_document, write_private_json
@@ -50,6 +51,8 @@ TARGETS = {
     "server_peak_rss_mib_max": 150.0,
     # The resolve throughput ratio with a run grant may be at most this far below the one without.
     "grant_ratio_drop_max": 0.05,
+    # ...and with metrics on (SECRETS_METRICS_LISTEN), at most this far below the one with them off.
+    "metrics_ratio_drop_max": 0.03,
 }
 
 
@@ -137,9 +140,11 @@ def start_server(
     workers: int = 1,
     cache_entries: int = 10_000,
     keyring: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Starts `python -m service` on `database_url`; a server beside another on the same database
-    passes that one's `keyring` (a database refuses a master key whose material changed)."""
+    passes that one's `keyring` (a database refuses a master key whose material changed). Metrics
+    and traces are off unless `extra_env` turns them on."""
     root.mkdir(parents=True, exist_ok=True)
     if keyring is None:
         keyring = root / "keyring.json"
@@ -153,7 +158,7 @@ def start_server(
             ]
         },
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SECRETS_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SECRETS_", "OTEL_", "PROMETHEUS_"))}
     env.update(
         SECRETS_LISTEN="127.0.0.1:0" if workers == 1 else f"127.0.0.1:{free_port()}",
         SECRETS_DATABASE_URL=database_url,
@@ -165,6 +170,7 @@ def start_server(
         SECRETS_RESOLVE_CACHE_ENTRIES=str(cache_entries),
         PYTHONUNBUFFERED="1",
     )
+    env.update(extra_env or {})
     log = open(root / "server.log", "wb")  # noqa: SIM115 (lives as long as the server)
     proc = subprocess.Popen([sys.executable, "-m", "service"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     deadline = time.monotonic() + 60
@@ -293,6 +299,98 @@ def interleaved_with_grant(
     return summarize(results["health"]), summarize(results["resolve"]), summarize(results["granted"])
 
 
+def interleaved_configs(
+    loaders: dict[str, Loader], rounds: int, seconds: float, label: str = "measuring"
+) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
+    """`interleaved` over several servers at once: every round measures each server's health and
+    resolve, the servers in an order that rotates, so all of them see the same machine weather."""
+    progress = Progress(label, rounds, "rounds")
+    for each in loaders.values():
+        each.run("health", 1.0)
+        each.run("resolve", 1.0, resolve_request())
+    names = list(loaders)
+    health: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    resolve: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for i in range(rounds):
+        for name in names[i % len(names) :] + names[: i % len(names)]:
+            for mode in ("health", "resolve") if i % 2 == 0 else ("resolve", "health"):
+                result = loaders[name].run(mode, seconds, resolve_request() if mode == "resolve" else None)
+                (health if mode == "health" else resolve)[name].append(result)
+        progress.update(i + 1)  # between rounds, outside every measured call
+    progress.finish(rounds)
+    return {name: (summarize(health[name]), summarize(resolve[name])) for name in names}
+
+
+def scraped_resolves(metrics_port: int) -> float:
+    """ResolveInputs calls answered OK, as the metered server's /metrics counts them."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "grpc_server_handled_total"
+        and sample.labels.get("grpc_method") == "ResolveInputs"
+        and sample.labels.get("grpc_code") == "OK"
+    )
+
+
+async def observability_cost(database_url: str, root: Path, tokens: dict[str, str], baseline: Loader) -> dict[str, Any]:
+    """The default server (metrics and traces off) beside one with SECRETS_METRICS_LISTEN and one
+    tracing every call to a local OTLP/HTTP endpoint, measured in the same rounds."""
+    sink = OtlpSink()
+    metrics_port = free_port()
+    keyring = root / "cached" / "keyring.json"
+    metered, metered_address = start_server(
+        database_url,
+        root / "metered",
+        tokens,
+        keyring=keyring,
+        extra_env={"SECRETS_METRICS_LISTEN": f"127.0.0.1:{metrics_port}"},
+    )
+    traced, traced_address = start_server(
+        database_url,
+        root / "traced",
+        tokens,
+        keyring=keyring,
+        extra_env={
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint,
+            "OTEL_SERVICE_NAME": "secrets-bench",
+        },
+    )
+    extra = {
+        "metrics": Loader(metered_address, tokens["executor"]),
+        "tracing": Loader(traced_address, tokens["executor"]),
+    }
+    try:
+        measured = interleaved_configs({"off": baseline, **extra}, ROUNDS, SECONDS, "  metrics and traces")
+        counted = scraped_resolves(metrics_port)
+    finally:
+        for each in extra.values():
+            each.close()
+        for server in (metered, traced):
+            server.terminate()  # the traced server exports what it still holds as it stops
+            server.wait(30)
+        sink.close()
+    ratios = {name: r["throughput_rps"] / h["throughput_rps"] for name, (h, r) in measured.items()}
+    return {
+        "health": {name: h for name, (h, _) in measured.items()},
+        "resolve": {name: r for name, (_, r) in measured.items()},
+        "ratios": ratios,
+        "metrics_ratio_drop": ratios["off"] - ratios["metrics"],
+        "tracing_ratio_drop": ratios["off"] - ratios["tracing"],
+        "resolves_counted_by_metrics": counted,
+        "span_export_requests": sink.requests,
+        "span_export_bytes": sink.bytes,
+    }
+
+
 async def issue_grant(address: str, tokens: dict[str, str]) -> str:
     """A run grant for the benchmark's run (resolve_request), valid for the longest time."""
     request = resolve_request()
@@ -370,6 +468,7 @@ def report(data: dict[str, Any]) -> str:
     big_h, big_r = data["big"]["health"], data["big"]["resolve"]
     ratios = data["ratios"]
     un = data["uncached"]
+    obs = data["observability"]
     lines = [
         f"machine: {data['machine']['cpus']} CPUs, {data['machine']['cpu_model']}, Python {data['machine']['python']}",
         f"database: {data['database']}; load: {CONCURRENCY} in flight over 4 channels from a separate process;"
@@ -395,6 +494,15 @@ def report(data: dict[str, Any]) -> str:
         f"| resolve throughput ratio with a run grant (without: {fmt(ratios['resolve_throughput_ratio'])}),"
         f" {data['small']['stored']:,} stored | | {fmt(data['small']['granted']['throughput_rps'], 0)}/s |"
         f" {fmt(ratios['granted_throughput_ratio'])} | within 0.05 |",
+        f"| resolve throughput ratio, metrics off (default) / on, {data['small']['stored']:,} stored |"
+        f" {fmt(obs['health']['off']['throughput_rps'], 0)}/s / {fmt(obs['health']['metrics']['throughput_rps'], 0)}/s |"
+        f" {fmt(obs['resolve']['off']['throughput_rps'], 0)}/s / {fmt(obs['resolve']['metrics']['throughput_rps'], 0)}/s |"
+        f" {fmt(obs['ratios']['off'])} / {fmt(obs['ratios']['metrics'])} | drop <= 0.03 |",
+        f"| resolve throughput ratio, tracing on (every call, OTLP/HTTP to a local endpoint) |"
+        f" {fmt(obs['health']['tracing']['throughput_rps'], 0)}/s | {fmt(obs['resolve']['tracing']['throughput_rps'], 0)}/s |"
+        f" {fmt(obs['ratios']['tracing'])} | |",
+        "| tracing off (the default): nothing of OpenTelemetry is imported or installed; it is the"
+        " 'off' server above | | | | |",
         f"| 10,000-line .env import | | {fmt(data['import_10k_seconds'])} s | | < 3 s |",
         f"| server peak RSS, {data['big']['stored']:,} stored | | {fmt(data['server_peak_rss_mib'], 1)} MiB | | < 150 MiB |",
         "",
@@ -445,6 +553,8 @@ async def main() -> int:
         *small_pair, granted = interleaved_with_grant(loader, ROUNDS, SECONDS, grant, "  resolve cache on")
         small = (small_pair[0], small_pair[1])
         small_uncached = interleaved(uncached_loader, ROUNDS, SECONDS, "  resolve cache off")
+        print("phase 1b: metrics on, traces on, beside the default (both off)", file=sys.stderr)
+        observability = await observability_cost(database_url, root, tokens, loader)
         print("phase 2: 10,000-line import", file=sys.stderr)
         import_seconds = await time_import(address, tokens)
         print(f"phase 3: filling to {BIG:,} stored secrets", file=sys.stderr)
@@ -468,6 +578,7 @@ async def main() -> int:
             "small": {"stored": stored_small, "health": small[0], "resolve": small[1], "granted": granted},
             "big": {"stored": stored_big, "health": big[0], "resolve": big[1]},
             "uncached": uncached,
+            "observability": observability,
             "import_10k_seconds": import_seconds,
             "server_peak_rss_mib": rss,
             "ratios": ratios,
@@ -479,6 +590,7 @@ async def main() -> int:
                 "server_memory": rss < TARGETS["server_peak_rss_mib_max"],
                 "grant_overhead": ratios["resolve_throughput_ratio"] - ratios["granted_throughput_ratio"]
                 <= TARGETS["grant_ratio_drop_max"],
+                "metrics_overhead": observability["metrics_ratio_drop"] <= TARGETS["metrics_ratio_drop_max"],
             },
         }
         RESULTS.mkdir(parents=True, exist_ok=True)
