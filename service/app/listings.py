@@ -16,7 +16,7 @@ from service.app.context import Caller
 from service.domain import paging, policy
 from service.domain.keys import is_valid_key, require_id
 from service.domain.limits import MAX_ID_LENGTH, MAX_KEY_LENGTH
-from service.domain.model import Permission, Scope
+from service.domain.model import Scope
 from service.domain.resolution import shadowed_keys
 from service.store import listings as store
 from service.store import repository as repo
@@ -91,7 +91,7 @@ async def secrets_page(
                 size + 1,
                 prefix=prefix,
                 usable_only=referenceable,
-                caller_is_admin=permission is Permission.ADMIN,
+                caller_is_admin=policy.is_implicit_admin(permission),
                 expiring_before=expiring_before,
             )
         if len(rows) <= size:

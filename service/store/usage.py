@@ -9,7 +9,7 @@ from datetime import datetime
 
 import asyncpg
 
-from service.domain.model import Permission, SecretRole
+from service.domain.model import Permission, Scope, SecretRole
 from service.domain.usage import USAGE_RETENTION_DAYS, USAGE_WINDOW_DAYS, UsageTally, WorkflowUse
 
 # One round trip per batch: the last use of each (secret, workflow), and its uses per UTC day.
@@ -139,11 +139,13 @@ async def personal_namesakes(conn: asyncpg.Connection, workspace_secret_ids: Seq
         SELECT w.id, w.key, w.restricted, m.permission, sm.role
           FROM secrets w
           JOIN workspace_members m ON m.workspace_id = w.owner_id
-          JOIN secrets p ON p.scope = 2 AND p.owner_id = m.user_id AND p.key = w.key
+          JOIN secrets p ON p.scope = $3 AND p.owner_id = m.user_id AND p.key = w.key
           LEFT JOIN secret_members sm ON sm.secret_id = w.id AND sm.user_id = m.user_id
-         WHERE w.id = ANY($1::bigint[]) AND w.scope = 1
+         WHERE w.id = ANY($1::bigint[]) AND w.scope = $2
         """,
         list(workspace_secret_ids),
+        int(Scope.WORKSPACE),
+        int(Scope.PERSONAL),
     )
     return [
         FallbackRow(
