@@ -44,7 +44,7 @@ class Observability:
 
             if self._serves_metrics:
                 check_metrics_address(settings.metrics_listen)
-            self._registry = metrics.new_registry()
+            self._registry = metrics.new_registry(process=self._serves_metrics)
             rpc_metrics = metrics.RpcMetrics(self._registry)
             self._service_metrics = metrics.ServiceMetrics(self._registry)
         self.interceptor = CallObserver(services, rpc_metrics, self.tracing)

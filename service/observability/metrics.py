@@ -214,8 +214,18 @@ class ServiceMetrics:
             await asyncio.sleep(SAMPLE_INTERVAL)
 
 
-def new_registry() -> CollectorRegistry:
-    return CollectorRegistry()
+def new_registry(process: bool) -> CollectorRegistry:
+    """A registry of this server's own (tests start many servers in one process). `process` adds
+    the process's memory, CPU, file descriptors and garbage collections (process_*, python_*),
+    which prometheus_client cannot add up over workers, so only a single process has them."""
+    registry = CollectorRegistry()
+    if process:
+        from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
+    return registry
 
 
 def split_address(listen: str) -> tuple[str, int]:

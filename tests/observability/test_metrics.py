@@ -111,6 +111,7 @@ async def test_rpc_and_service_metrics_after_known_calls(metered: tuple[Running,
     assert value(samples, "secrets_resolve_cache_misses_total") >= 1
     assert value(samples, "secrets_invalidation_listener_up") == 1
     assert value(samples, "secrets_server_processes") == 1
+    assert value(samples, "process_resident_memory_bytes") > 0  # one process: its own figures too
     assert value(samples, "secrets_principals") == len(TOKENS)
     assert value(samples, "secrets_data_keys", master_key_id="k1") >= 1
     assert value(samples, "secrets_db_pool_max_connections") == 10
