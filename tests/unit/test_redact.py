@@ -19,9 +19,10 @@ from secrets_client.gen.secrets.v1 import common_pb2 as cpb
 from secrets_client.gen.secrets.v1 import resolver_pb2 as rpb
 from secrets_client.redact import MASK
 
-from service.api.inputs import sites_in_blocks
-from service.api.resolver import _fill_block as fill_block
+from service.api.inputs import walk_blocks
+from service.api.resolver import _ResponseWriter
 from service.app.resolver import KeyOutcome
+from service.app.runs import _render
 from service.domain.model import Scope
 from service.domain.resolution import Candidate, Decision
 from service.domain.values import SecretValue
@@ -146,11 +147,13 @@ def render_on_the_service(
         key: KeyOutcome(Decision(key, Candidate(Scope.WORKSPACE, key, 1), None), SecretValue(value))
         for key, value in values.items()
     }
-    result = spb.BlockResult(block_id="b")
+    response = spb.ResolveInputsResponse()
+    result = response.blocks.add(block_id="b")
     result.inputs.update(inputs)
-    sites, _ = sites_in_blocks([("b", result.inputs)])
+    walk = walk_blocks([("b", result.inputs)])
     texts = {key: o.value.reveal() for key, o in outcomes.items() if o.value is not None}
-    fill_block(result, sites[0], outcomes, texts)
+    writer = _ResponseWriter(response, walk)
+    writer.add_references(0, _render(walk.sites[0], outcomes, texts, writer))
     references = [{"field_path": r.field_path, "key": r.key, "start": r.start, "end": r.end} for r in result.references]
     return json_format.MessageToDict(result.inputs), references
 
