@@ -80,12 +80,25 @@ class Api:
         return listing.workspace_revision if scope == W else listing.personal_revision
 
     async def save(
-        self, ws: str, user: str, scope: int, *changes: spb.SecretChange, expected: int | None = None
+        self,
+        ws: str,
+        user: str,
+        scope: int,
+        *changes: spb.SecretChange,
+        expected: int | None = None,
+        acknowledge_in_use: bool = False,
     ) -> spb.SaveSecretsResponse:
+        """`acknowledge_in_use`: delete or rename secrets that workflows used (the in-use guard)."""
         if expected is None:
             expected = await self.revision(ws, user, scope)
         return await self.store.SaveSecrets(
-            spb.SaveSecretsRequest(workspace_id=ws, scope=scope, expected_revision=expected, changes=list(changes)),
+            spb.SaveSecretsRequest(
+                workspace_id=ws,
+                scope=scope,
+                expected_revision=expected,
+                changes=list(changes),
+                acknowledge_in_use=acknowledge_in_use,
+            ),
             metadata=metadata("editor", user),
         )
 

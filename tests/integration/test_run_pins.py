@@ -139,7 +139,7 @@ async def test_a_deleted_or_no_longer_kept_pinned_secret_fails_its_block(apis: t
         "u": "url-v1",
     }
     # Deleted since: the block fails (no falling back to the personal secret of the same key).
-    await a.save(ws, user, W, delete("TOKEN"))
+    await a.save(ws, user, W, delete("TOKEN"), acknowledge_in_use=True)  # resolved: the in-use guard
     for api in (a, b):
         reply = await resolve(api, ws, user, run, {"t": "{{TOKEN}}"})
         error = reply.blocks[0].error

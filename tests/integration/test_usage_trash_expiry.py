@@ -553,3 +553,52 @@ async def test_expires_at_out_of_range_is_invalid_argument(recorded_api: Api, ca
     )
     err = await status_of(api.store.UpdateSecretDetails(both, metadata=metadata("editor", user)))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+# --------------------------------------------------------------------------------------------
+# The Python client
+
+
+async def test_python_client_guard_trash_and_expiry(server: Server, canaries: Canaries) -> None:
+    from secrets_client import DirectoryClient, EditorClient, ExecutorClient
+    from secrets_client.errors import FailedPrecondition
+
+    from tests.conftest import TOKENS
+
+    editor = EditorClient(server.address, TOKENS["editor"])
+    executor = ExecutorClient(server.address, TOKENS["executor"])
+    directory = DirectoryClient(server.address, TOKENS["directory"])
+    try:
+        ws, user = uid("ws"), uid("user")
+        await directory.put_member(ws, user, f"{user}@example.com", "admin")
+        value = canaries("client")
+        saved = await editor.save(user, ws, expected_revision=0, set={"TOKEN": value})
+        resolution = await executor.resolve(
+            ws, {"b": {"x": "{{TOKEN}}"}}, trigger="manual", triggering_user_id=user, workflow_id="wf-client"
+        )
+        assert resolution.blocks["b"].ok
+        await eventually(lambda: _has_usage(editor, user, ws))
+        with pytest.raises(FailedPrecondition) as info:
+            await editor.save(user, ws, expected_revision=saved.revision, delete=["TOKEN"])
+        assert [(t, s) for t, s, _ in info.value.violations] == [("SECRET_IN_USE", "workflows/wf-client")]
+        await editor.save(user, ws, expected_revision=saved.revision, delete=["TOKEN"], acknowledge_in_use=True)
+        (entry,) = (await editor.list_deleted(user, ws)).workspace_secrets
+        restored = await editor.restore_deleted(user, ws, entry.deleted_id)
+        assert [v.version for v in restored.secret.versions] == [1]
+        details = await editor.set_expiry(user, ws, "TOKEN", datetime.now(UTC) - timedelta(seconds=1))
+        assert details.summary.expired
+        resolution = await executor.resolve(ws, {"b": {"x": "{{TOKEN}}"}}, trigger="manual", triggering_user_id=user)
+        error = resolution.blocks["b"].error
+        assert error is not None and error.code == "SECRET_EXPIRED"
+        await editor.set_expiry(user, ws, "TOKEN", None)
+        await editor.save(user, ws, expected_revision=restored.revision, delete=["TOKEN"], acknowledge_in_use=True)
+        (entry,) = (await editor.list_deleted(user, ws)).workspace_secrets
+        await editor.purge_deleted(user, ws, entry.deleted_id)
+        assert (await editor.list_deleted(user, ws)).workspace_secrets == []
+    finally:
+        for c in (editor, executor, directory):
+            await c.close()
+
+
+async def _has_usage(editor: Any, user: str, ws: str) -> bool:
+    return bool((await editor.get_secret(user, ws, "TOKEN")).usage)

@@ -106,7 +106,7 @@ class Reference:
 
 @dataclass(frozen=True)
 class BlockError:
-    code: str  # "SECRET_NOT_FOUND" or "SECRET_NOT_PERMITTED"
+    code: str  # "SECRET_NOT_FOUND", "SECRET_NOT_PERMITTED" or "SECRET_EXPIRED"
     key: str
     field_path: str
     message: str
@@ -299,12 +299,19 @@ class EditorClient(_Client):
         set: Mapping[str, str] | None = None,
         delete: Iterable[str] = (),
         rename: Mapping[str, str] | None = None,
+        acknowledge_in_use: bool = False,
     ) -> store.SaveSecretsResponse:
+        """Deleting or renaming a secret that workflows used lately raises FailedPrecondition
+        (its `violations` name the workflows) unless `acknowledge_in_use`."""
         changes = [store.SecretChange(key=k, value=v) for k, v in (set or {}).items()]
         changes += [store.SecretChange(key=k, delete=True) for k in delete]
         changes += [store.SecretChange(key=k, rename_to=v) for k, v in (rename or {}).items()]
         request = store.SaveSecretsRequest(
-            workspace_id=workspace_id, scope=SCOPES[scope], expected_revision=expected_revision, changes=changes
+            workspace_id=workspace_id,
+            scope=SCOPES[scope],
+            expected_revision=expected_revision,
+            changes=changes,
+            acknowledge_in_use=acknowledge_in_use,
         )
         return await self._call(self._stub().SaveSecrets, request, user_id)
 
@@ -377,6 +384,36 @@ class EditorClient(_Client):
             workspace_id=workspace_id, scope=SCOPES[scope], key=key, version=version
         )
         return (await self._call(self._stub().RestoreSecretVersion, request, user_id)).secret
+
+    async def set_expiry(
+        self, user_id: str, workspace_id: str, key: str, expires_at: datetime | None, *, scope: str = "workspace"
+    ) -> store.SecretDetails:
+        """Sets when the secret expires (a run using it then fails SECRET_EXPIRED); None clears it."""
+        request = store.UpdateSecretDetailsRequest(workspace_id=workspace_id, scope=SCOPES[scope], key=key)
+        if expires_at is None:
+            request.clear_expires_at = True
+        else:
+            request.expires_at.FromDatetime(expires_at)
+        return (await self._call(self._stub().UpdateSecretDetails, request, user_id)).secret
+
+    async def list_deleted(self, user_id: str, workspace_id: str) -> store.ListDeletedSecretsResponse:
+        """The trash: the workspace's deleted secrets and the user's own deleted personal ones."""
+        request = store.ListDeletedSecretsRequest(workspace_id=workspace_id)
+        return await self._call(self._stub().ListDeletedSecrets, request, user_id)
+
+    async def restore_deleted(
+        self, user_id: str, workspace_id: str, deleted_id: int, *, scope: str = "workspace"
+    ) -> store.RestoreDeletedSecretResponse:
+        request = store.RestoreDeletedSecretRequest(
+            workspace_id=workspace_id, scope=SCOPES[scope], deleted_id=deleted_id
+        )
+        return await self._call(self._stub().RestoreDeletedSecret, request, user_id)
+
+    async def purge_deleted(
+        self, user_id: str, workspace_id: str, deleted_id: int, *, scope: str = "workspace"
+    ) -> None:
+        request = store.PurgeDeletedSecretRequest(workspace_id=workspace_id, scope=SCOPES[scope], deleted_id=deleted_id)
+        await self._call(self._stub().PurgeDeletedSecret, request, user_id)
 
     async def list_referenceable(
         self, user_id: str, workspace_id: str, prefix: str = "", *, page_size: int = 0, page_token: str = ""

@@ -58,6 +58,12 @@ class RevisionConflict(SecretsError):
 class FailedPrecondition(SecretsError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
+    def __init__(self, message: str, violations: list[tuple[str, str, str]] | None = None) -> None:
+        super().__init__(message)
+        # (type, subject, description) from google.rpc.PreconditionFailure: the in-use guard's
+        # ("SECRET_IN_USE", "workflows/<id>", ...) and ("PERSONAL_FALLBACK", "secrets/<key>", ...).
+        self.violations = violations or []
+
 
 class ResourceExhausted(SecretsError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -115,5 +121,12 @@ def from_rpc_error(err: grpc.aio.AioRpcError) -> SecretsError:
             if detail.Unpack(info) and "current_revision" in info.metadata:
                 current = int(info.metadata["current_revision"])
         return RevisionConflict(message, current)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        violations: list[tuple[str, str, str]] = []
+        for detail in status.details if status else []:
+            failure = error_details_pb2.PreconditionFailure()
+            if detail.Unpack(failure):
+                violations.extend((v.type, v.subject, v.description) for v in failure.violations)
+        return FailedPrecondition(message, violations)
     cls = _BY_CODE.get(code)
     return cls(message) if cls else SecretsError(message, code)
