@@ -89,7 +89,7 @@ async def test_a_save_on_one_replica_is_seen_on_another_once_its_notification_la
             async def on_b(key: str) -> Any:
                 return (await via_b.resolve(ws, {"b": {"v": "{{" + key + "}}"}}, user=user)).blocks[0]
 
-            await via_a.save(ws, user, W, delete("ROTATED"))
+            await via_a.save(ws, user, W, delete("ROTATED"), acknowledge_in_use=True)  # used: the in-use guard
             assert await eventually(lambda: on_b("ROTATED"), lambda block: block.HasField("error"))
             # Membership changes travel the same way.
             await via_a.save(ws, user, W, set_("KEPT", "kept"))
