@@ -335,6 +335,8 @@ export interface SaveOptions extends CallOptions {
   delete?: readonly string[];
   /** Old key -> new key. */
   rename?: Record<string, string>;
+  /** Delete or rename secrets that workflows used lately anyway (the in-use guard's FailedPrecondition otherwise). */
+  acknowledgeInUse?: boolean;
 }
 
 export interface ImportOptions extends CallOptions {
@@ -390,11 +392,15 @@ export class EditorClient extends BaseClient {
       ...deletions.map((key: string) => ({ key, change: { case: "delete" as const, value: true } })),
       ...stringMap("rename", options.rename).map(([key, value]) => ({ key, change: { case: "renameTo" as const, value } })),
     ];
+    if (options.acknowledgeInUse !== undefined && typeof options.acknowledgeInUse !== "boolean") {
+      throw bad("acknowledgeInUse", "must be true or false");
+    }
     const request = {
       workspaceId: requireId("workspaceId", workspaceId),
       scope: pick("scope", SCOPES, options.scope ?? "workspace"),
       expectedRevision: revision("expectedRevision", options.expectedRevision),
       changes,
+      acknowledgeInUse: options.acknowledgeInUse === true,
     };
     const store = this.#store();
     return this.call((o) => store.saveSecrets(request, o), { userId: requireId("userId", userId), safe: false, call: options });
