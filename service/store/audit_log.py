@@ -60,11 +60,15 @@ async def list_events(
         value = getattr(where, column)
         if value:
             conditions.append(f"{column} = {arg(value)}")
+    if where.action and where.action != "inputs.resolve":
+        # True already; said so that the planner may use the index that leaves resolves out.
+        conditions.append("action <> 'inputs.resolve'")
     if where.key:
-        # Containment, which the GIN indexes answer: the key among those used or those failed.
+        # Containment, which the GIN indexes answer: the key among those used or those failed
+        # (whose index holds only events with a failed key, hence the first test).
+        contains = arg(json.dumps([{"key": where.key}]))
         conditions.append(
-            f"(keys @> {arg(json.dumps([{'key': where.key}]))}::jsonb"
-            f" OR failed_keys @> {arg(json.dumps([{'key': where.key}]))}::jsonb)"
+            f"(keys @> {contains}::jsonb OR (failed_keys <> '[]'::jsonb AND failed_keys @> {contains}::jsonb))"
         )
     if where.start is not None:
         conditions.append(f"at >= {arg(where.start)}")
