@@ -447,7 +447,9 @@ class EditorService:
                 MemberView(
                     m.user_id,
                     m.email,
-                    policy.effective_role(m.workspace_permission, m.role) or SecretRole.MEMBER,
+                    # An explicit member no longer in the workspace (a removal raced a role
+                    # change) keeps the role stored for them; only implicit admins have none.
+                    policy.effective_role(m.workspace_permission, m.role) or m.role or SecretRole.MEMBER,
                     policy.is_implicit_admin(m.workspace_permission),
                 )
                 for m in await repo.secret_members(conn, row.id, workspace_id, policy.IMPLICIT_ADMIN_PERMISSION)
