@@ -19,6 +19,9 @@ from google.protobuf import descriptor
 from service.config import Settings, StartupError
 from service.observability import tracing
 from service.observability.calls import CallObserver
+from service.observability.logs import flush_logs
+
+SAMPLE_INTERVAL = 1.0  # seconds
 
 log = logging.getLogger("service")
 
@@ -79,15 +82,19 @@ class Observability:
         return asyncio.create_task(self._run(sources), name="observability")
 
     async def _run(self, sources: Any) -> None:
+        """Every second until the server stops: the buffered log lines out, the service's
+        figures sampled."""
         try:
-            if self._service_metrics is not None:
-                await self._service_metrics.run(sources)
-            else:
-                await asyncio.Event().wait()  # until the server stops
+            while True:
+                flush_logs()
+                if self._service_metrics is not None:
+                    await self._service_metrics.tick(sources)
+                await asyncio.sleep(SAMPLE_INTERVAL)
         finally:
             await self.close()
 
     async def close(self) -> None:
+        flush_logs()
         if self._http is not None:
             http, self._http = self._http, None
             await asyncio.to_thread(http.shutdown)

@@ -19,9 +19,9 @@ import whether it runs in multiprocess mode.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 # Seconds. A small resolve takes about 0.1 ms and a large import a few seconds.
 RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-SAMPLE_INTERVAL = 1.0
 DATA_KEYS_INTERVAL = 60.0
 RPC_LABELS = ("grpc_type", "grpc_service", "grpc_method")
 
@@ -159,6 +158,8 @@ class ServiceMetrics:
             (_Sampled(reloads.labels("keyring", "refused")), lambda s: int(s.keyring.reloads_refused)),
         ]
         self._master_key_ids: set[str] = set()
+        self._next_count = 0.0
+        self._counted_version: object = None
 
     def sample(self, s: Sources) -> None:
         """Reads the running figures of the process; never raises (a figure that cannot be read
@@ -198,20 +199,17 @@ class ServiceMetrics:
             self.data_keys.labels(key_id).set(n)
         self._master_key_ids |= counts.keys()
 
-    async def run(self, s: Sources) -> None:
-        """Samples until cancelled. Data keys are counted once a minute, and within a second of
-        this process creating or rotating one (the keyring's record of key use changes)."""
-        loop = asyncio.get_running_loop()
-        next_count = 0.0
-        counted_version: object = None
-        while True:
-            self.sample(s)
-            version = getattr(getattr(s.keyring, "use", None), "version", None)
-            if loop.time() >= next_count or version != counted_version:
-                next_count = loop.time() + DATA_KEYS_INTERVAL
-                counted_version = version
-                await self.sample_data_keys(s)
-            await asyncio.sleep(SAMPLE_INTERVAL)
+    async def tick(self, s: Sources) -> None:
+        """One sampling (Observability calls it every second). Data keys are counted once a minute, and
+        within a second of this process creating or rotating one (the keyring's record of key
+        use changes)."""
+        self.sample(s)
+        now = time.monotonic()
+        version = getattr(getattr(s.keyring, "use", None), "version", None)
+        if now >= self._next_count or version != self._counted_version:
+            self._next_count = now + DATA_KEYS_INTERVAL
+            self._counted_version = version
+            await self.sample_data_keys(s)
 
 
 def new_registry(process: bool) -> CollectorRegistry:

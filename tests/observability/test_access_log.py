@@ -134,3 +134,40 @@ def test_log_format_setting() -> None:
     assert Settings.from_env({"SECRETS_LOG_FORMAT": "JSON"}).log_format == "json"
     with pytest.raises(ConfigError, match="SECRETS_LOG_FORMAT"):
         Settings.from_env({"SECRETS_LOG_FORMAT": "xml"})
+
+
+class _CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_access_lines_are_written_in_batches_everything_else_at_once() -> None:
+    from service.observability.logs import AccessRecord, flush_logs, log_handler
+
+    stream = _CountingStream()
+    handler = log_handler("text", stream)
+    line = AccessLine("/m", "OK", 1.0, "p", "", "w", "r")
+    handler.handle(AccessRecord(ACCESS_LOGGER, logging.INFO, line))  # the first: the last flush is old
+    flushed = stream.flushes
+    handler.handle(AccessRecord(ACCESS_LOGGER, logging.INFO, line))
+    assert stream.flushes == flushed  # batched
+    handler.handle(AccessRecord(ACCESS_LOGGER, logging.WARNING, line))
+    assert stream.flushes == flushed + 1  # a refusal: at once
+    handler.handle(logging.LogRecord("service", logging.INFO, __file__, 1, "ready again", (), None))
+    assert stream.flushes == flushed + 2  # not an access line: at once
+    handler.handle(AccessRecord(ACCESS_LOGGER, logging.INFO, line))
+    flush_logs()
+    assert stream.flushes >= flushed + 3
+    assert stream.getvalue().count(" /m OK 1.00 ms principal=p ") == 4
+
+
+def test_text_lines_keep_loggings_time_format() -> None:
+    from service.observability.logs import TEXT_FORMAT, TextFormatter
+
+    record = logging.LogRecord("service", logging.INFO, __file__, 1, "hello", (), None)
+    assert TextFormatter().format(record) == logging.Formatter(TEXT_FORMAT).format(record)
