@@ -157,7 +157,11 @@ class CallObserver(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
         method = self._methods.get(path, self._unknown)
         if method.metrics is not None:
             method.metrics.started.inc()
-        handler = await continuation(handler_call_details)
+        try:
+            handler = await continuation(handler_call_details)
+        except BaseException:
+            self._finish(method, path, "UNKNOWN", began, None, None)  # what gRPC answers then
+            raise
         if handler is None:
             # No such method: gRPC answers UNIMPLEMENTED without a handler.
             self._finish(method, path, "UNIMPLEMENTED", began, None, None)

@@ -171,3 +171,13 @@ def test_text_lines_keep_loggings_time_format() -> None:
 
     record = logging.LogRecord("service", logging.INFO, __file__, 1, "hello", (), None)
     assert TextFormatter().format(record) == logging.Formatter(TEXT_FORMAT).format(record)
+
+
+def test_workspace_of_requests_as_the_registry_passes_them() -> None:
+    from service.api.registry import Held, RequestBudget, Undecodable
+    from service.observability.calls import workspace_of
+
+    assert workspace_of(_list_request("ws-plain")) == "ws-plain"
+    # A large request held against the byte budget reaches the handler wrapped.
+    assert workspace_of(Held(_list_request("ws-held"), 10, RequestBudget(100))) == "ws-held"
+    assert workspace_of(Undecodable("truncated")) == ""
