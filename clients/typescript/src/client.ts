@@ -17,7 +17,7 @@ import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-no
 import { InvalidArgument, Unavailable, fromConnectError } from "./errors.js";
 import { Resolution, resolutionFromResponse } from "./resolution.js";
 import { Scope, SecretRole, Trigger, WorkspacePermission } from "./gen/secrets/v1/common_pb.js";
-import type { BlockInputs } from "./gen/secrets/v1/common_pb.js";
+import type { BlockInputs, SecretSummary } from "./gen/secrets/v1/common_pb.js";
 import {
   Directory,
   type ListWorkspaceMembersResponse,
@@ -117,6 +117,18 @@ function optionalId(field: string, value: unknown): string {
   if (value === undefined) return "";
   if (typeof value !== "string") throw bad(field, "must be a string");
   return value;
+}
+
+/** Paging of the list calls: 100 per page by default, at most 1,000; `pageToken` is a previous page's `nextPageToken`. */
+export interface PageOptions {
+  pageSize?: number;
+  pageToken?: string;
+}
+
+function pageRequest(options: PageOptions | undefined): { pageSize: number; pageToken: string } {
+  const pageSize = options?.pageSize ?? 0;
+  if (!Number.isSafeInteger(pageSize) || pageSize < 0) throw bad("pageSize", "must be a non-negative integer");
+  return { pageSize, pageToken: optionalId("pageToken", options?.pageToken) };
 }
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
@@ -375,11 +387,26 @@ export class EditorClient extends BaseClient {
     return this.service(SecretStore);
   }
 
-  /** Both scopes' summaries (never a value) and their revisions. */
-  async listSecrets(userId: string, workspaceId: string, call?: CallOptions): Promise<ListSecretsResponse> {
-    const request = { workspaceId: requireId("workspaceId", workspaceId) };
+  /**
+   * One page of both scopes' summaries (never a value) and their revisions: the workspace's secrets by key,
+   * then the user's personal ones; 100 by default, `pageSize` up to 1,000. `nextPageToken` continues it
+   * (pass it as `pageToken`); `secrets()` iterates every page.
+   */
+  async listSecrets(userId: string, workspaceId: string, call?: CallOptions & PageOptions): Promise<ListSecretsResponse> {
+    const request = { workspaceId: requireId("workspaceId", workspaceId), ...pageRequest(call) };
     const store = this.#store();
     return this.call((o) => store.listSecrets(request, o), { userId: requireId("userId", userId), safe: true, call });
+  }
+
+  /** Every secret of the listing (workspace secrets first), fetched page by page as you iterate. */
+  async *secrets(userId: string, workspaceId: string, call?: CallOptions & { pageSize?: number }): AsyncGenerator<SecretSummary, void, undefined> {
+    let pageToken = "";
+    do {
+      const page = await this.listSecrets(userId, workspaceId, { pageSize: 1000, ...call, pageToken });
+      yield* page.workspaceSecrets;
+      yield* page.personalSecrets;
+      pageToken = page.nextPageToken;
+    } while (pageToken);
   }
 
   /** Applies set/delete/rename atomically; RevisionConflict if someone saved since expectedRevision. Never retried. */
@@ -514,9 +541,15 @@ export class EditorClient extends BaseClient {
   }
 
   /** Keys the user can reference, workspace group first (shadowed personal keys say so). */
-  async listReferenceable(userId: string, workspaceId: string, prefix = "", call?: CallOptions): Promise<ListReferenceableResponse> {
+  /** One page of the keys the user can reference (`pageSize`, `pageToken` as in listSecrets). */
+  async listReferenceable(
+    userId: string,
+    workspaceId: string,
+    prefix = "",
+    call?: CallOptions & PageOptions,
+  ): Promise<ListReferenceableResponse> {
     if (typeof prefix !== "string") throw bad("prefix", "must be a string");
-    const request = { workspaceId: requireId("workspaceId", workspaceId), prefix };
+    const request = { workspaceId: requireId("workspaceId", workspaceId), prefix, ...pageRequest(call) };
     const store = this.#store();
     return this.call((o) => store.listReferenceable(request, o), { userId: requireId("userId", userId), safe: true, call });
   }
@@ -569,11 +602,19 @@ export class DirectoryClient extends BaseClient {
     return this.call((o) => directory.removeWorkspaceMember(request, o), { safe: false, call });
   }
 
+  /** Every member of the workspace, by user id, fetched page by page. */
   async listMembers(workspaceId: string, call?: CallOptions): Promise<WorkspaceMember[]> {
-    const request = { workspaceId: requireId("workspaceId", workspaceId) };
+    const id = requireId("workspaceId", workspaceId);
     const directory = this.service(Directory);
-    const reply: ListWorkspaceMembersResponse = await this.call((o) => directory.listWorkspaceMembers(request, o), { safe: true, call });
-    return reply.members;
+    const members: WorkspaceMember[] = [];
+    let pageToken = "";
+    do {
+      const request = { workspaceId: id, pageSize: 1000, pageToken };
+      const reply: ListWorkspaceMembersResponse = await this.call((o) => directory.listWorkspaceMembers(request, o), { safe: true, call });
+      members.push(...reply.members);
+      pageToken = reply.nextPageToken;
+    } while (pageToken);
+    return members;
   }
 }
 

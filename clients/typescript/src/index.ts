@@ -18,6 +18,7 @@ export {
   type ImportOptions,
   type JsonObject,
   type JsonValue,
+  type PageOptions,
   type PermissionName,
   type ResolveOptions,
   type RetryOptions,

@@ -135,6 +135,27 @@ describe("against the real server", { skip: address ? false : "SECRETS_ADDRESS i
     assert.equal(third.saved[0]?.action, SaveAction.DELETED);
   });
 
+  it("paging: one page by default, every page through secrets() and listMembers()", async () => {
+    const { ws, user } = await workspace();
+    const set: Record<string, string> = {};
+    for (let i = 0; i < 150; i++) set[`P${String(i).padStart(3, "0")}`] = `value-${i}`;
+    await editor.save(user, ws, { expectedRevision: 0, set });
+    const first = await editor.listSecrets(user, ws);
+    assert.equal(first.workspaceSecrets.length, 100);
+    assert.ok(first.nextPageToken);
+    const rest = await editor.listSecrets(user, ws, { pageToken: first.nextPageToken });
+    assert.equal(rest.workspaceSecrets.length, 50);
+    assert.equal(rest.nextPageToken, "");
+    const keys: string[] = [];
+    for await (const s of editor.secrets(user, ws, { pageSize: 40 })) keys.push(s.key);
+    assert.deepEqual(keys, Object.keys(set));
+    const refs = await editor.listReferenceable(user, ws, "P1", { pageSize: 3 });
+    assert.deepEqual(refs.workspace.map((k) => k.key), ["P100", "P101", "P102"]);
+    await assert.rejects(editor.listSecrets(user, ws, { pageSize: -1 }), InvalidArgument);
+    await assert.rejects(editor.listSecrets(user, ws, { pageToken: "nonsense" }), InvalidArgument);
+    assert.deepEqual((await directory.listMembers(ws)).map((m) => m.userId), [user]);
+  });
+
   it("typed errors: invalid argument with violations, not found, permission denied, unauthenticated", async () => {
     const { ws, user } = await workspace();
     await assert.rejects(editor.save(user, ws, { expectedRevision: 0, set: { "bad key": "v", OK: "" } }), (err: unknown) => {
