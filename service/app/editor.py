@@ -486,6 +486,8 @@ class EditorService:
         violations = []
         if expires_at is not None and clear_expires_at:
             violations.append(FieldViolation("clear_expires_at", "cannot be set together with expires_at"))
+        if expires_at is not None and not expiry_store.storable(expires_at):
+            violations.append(FieldViolation("expires_at", f"must be {expiry_store.STORABLE_RANGE}"))
         if display_name is not None and len(display_name) > MAX_DISPLAY_NAME_LENGTH:
             violations.append(FieldViolation("display_name", f"longer than {MAX_DISPLAY_NAME_LENGTH} characters"))
         if description is not None and len(description) > MAX_DESCRIPTION_LENGTH:
