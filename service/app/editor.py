@@ -661,7 +661,7 @@ class EditorService:
                     d.chosen.scope if d.chosen is not None else None,
                     explained_version(d, run_user_id, caller.user_id),
                     d.error,
-                    explanation(d),
+                    explanation(d, run_user_id, caller.user_id),
                 )
                 for key, d in decisions.items()
             },

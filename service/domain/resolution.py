@@ -37,21 +37,29 @@ def run_user_to_explain(
     return run_user_for(trigger, clicker, workflow_owner_id)
 
 
+def _someone_elses(secret: Candidate, run_user_id: str, caller_user_id: str) -> bool:
+    """Another user's personal secret: its existence decides the run, but its metadata (version,
+    expiry) is theirs (SPEC 2.2)."""
+    return secret.scope is Scope.PERSONAL and run_user_id != caller_user_id
+
+
 def explained_version(decision: Decision, run_user_id: str, caller_user_id: str) -> int:
-    """The version an explanation shows: 0 for another user's personal secret, whose existence
-    decides the run but whose metadata is theirs (SPEC 2.2)."""
+    """The version an explanation shows: 0 for another user's personal secret."""
     chosen = decision.chosen
-    if chosen is None:
-        return 0
-    if chosen.scope is Scope.PERSONAL and run_user_id != caller_user_id:
+    if chosen is None or _someone_elses(chosen, run_user_id, caller_user_id):
         return 0
     return chosen.version
 
 
-def explanation(decision: Decision) -> str:
+def explanation(decision: Decision, run_user_id: str, caller_user_id: str) -> str:
+    """What an explanation says of a decision; of another user's expired personal secret, that
+    it expired but not when."""
     if decision.chosen is not None:
         return f"resolves to the {decision.chosen.scope.name.lower()} secret"
     assert decision.error is not None
+    expired = decision.expired
+    if expired is not None and _someone_elses(expired, run_user_id, caller_user_id):
+        return f"{decision.error.name}: the {expired.scope.name.lower()} secret expired"
     return f"{decision.error.name}: {decision.reason}"
 
 
@@ -75,6 +83,8 @@ class Decision:
     chosen: Candidate | None
     error: BlockErrorCode | None
     reason: str = ""
+    # SECRET_EXPIRED: the secret precedence chose, which expired.
+    expired: Candidate | None = None
 
 
 def decide(
@@ -113,7 +123,11 @@ def unexpired(decision: Decision, now: float) -> Decision:
         return decision
     when = datetime.fromtimestamp(chosen.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     return Decision(
-        decision.key, None, BlockErrorCode.SECRET_EXPIRED, f"the {chosen.scope.name.lower()} secret expired at {when}"
+        decision.key,
+        None,
+        BlockErrorCode.SECRET_EXPIRED,
+        f"the {chosen.scope.name.lower()} secret expired at {when}",
+        expired=chosen,
     )
 
 
