@@ -35,7 +35,7 @@ import asyncpg
 from bench.__main__ import Postgres
 from bench.progress import Progress
 from service.store import repository as repo
-from service.store.audit_log import delete_older_than
+from service.store.audit_log import START, delete_older_than
 from service.store.migrations import migrate
 
 OLD = int(os.environ.get("AUDIT_BENCH_OLD", "500000"))
@@ -137,9 +137,10 @@ async def batched(url: str) -> dict[str, Any]:
             started = time.perf_counter()
             times: list[float] = []
             deleted = 0
+            after = START
             while True:
                 t = time.perf_counter()
-                n = await delete_older_than(conn, cutoff, 5000)
+                n, after = await delete_older_than(conn, cutoff, 5000, after)
                 times.append(time.perf_counter() - t)
                 deleted += n
                 if n < 5000:

@@ -4,7 +4,8 @@ Every replica runs this loop; one at a time prunes (a session advisory lock, tri
 waited for: store/audit_log.py `retention_lock`), about once an hour. Each batch is one short
 DELETE of at most BATCH_ROWS of the oldest events, committed on its own, with a pause between
 batches: no long transaction, no lock on a row that a writer needs (audit rows are only ever
-inserted), and WAL and vacuum work spread out. Why batched deletes and not time partitions is in
+inserted), and WAL and vacuum work spread out. Each batch continues after the last row the one
+before deleted and deletes by physical address, so its cost follows the batch, not the table. Why batched deletes and not time partitions is in
 the README ("Audit retention"), with the figures of `python -m bench.audit_retention`.
 """
 
@@ -65,8 +66,9 @@ class AuditRetention:
         async with audit_log.retention_lock(self._url) as conn:
             if conn is None:
                 return None
+            after = audit_log.START
             while True:
-                n = await audit_log.delete_older_than(conn, cutoff, self._batch_rows)
+                n, after = await audit_log.delete_older_than(conn, cutoff, self._batch_rows, after)
                 deleted += n
                 batches += 1
                 if n < self._batch_rows:
