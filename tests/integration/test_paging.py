@@ -177,7 +177,7 @@ async def test_page_size_default_maximum_and_negative(channel: grpc.aio.Channel,
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(err) == ["page_size"]
 
 
-def _reencode(token: str, change: dict[int, object]) -> str:
+def reencode(token: str, change: dict[int, object]) -> str:
     payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     for index, value in change.items():
         payload[index] = value
@@ -216,11 +216,11 @@ async def test_bad_page_tokens_are_invalid_argument(channel: grpc.aio.Channel, s
         "another user": None,
         "ListReferenceable's": referenceable,
         "ListWorkspaceMembers'": members,
-        "version 2": _reencode(token, {0: 2}),
-        "digest changed": _reencode(token, {2: "0" * 16}),
-        "scope 3": _reencode(token, {3: 3}),
-        "key not a key": _reencode(token, {4: "T 1"}),
-        "scope a string": _reencode(token, {3: "1"}),
+        "version 2": reencode(token, {0: 2}),
+        "digest changed": reencode(token, {2: "0" * 16}),
+        "scope 3": reencode(token, {3: 3}),
+        "key not a key": reencode(token, {4: "T 1"}),
+        "scope a string": reencode(token, {3: "1"}),
         "too long": "A" * 5000,
         "NUL": "\x00",
     }
