@@ -32,6 +32,7 @@ from service.api.errors import status_for
 from service.auth import current_caller
 from service.calls import call_deadline
 from service.domain import errors as e
+from service.domain.limits import MAX_ID_LENGTH
 from service.domain.policy import principal_may_use_workspace
 
 log = logging.getLogger("service.api")
@@ -140,7 +141,10 @@ def _require_workspace_scope(request: object) -> None:
         # grant is verified (and refuses a request without a valid one).
         return
     if not principal_may_use_workspace(who.workspaces, workspace_id):
-        where = f"workspace {workspace_id!r}" if workspace_id else "calls that name no workspace"
+        # Quoted up to the longest valid id: this check comes before the id rule, and the whole of
+        # a hostile id made a status message past gRPC's metadata limit (RESOURCE_EXHAUSTED).
+        shown = workspace_id if len(workspace_id) <= MAX_ID_LENGTH else workspace_id[:MAX_ID_LENGTH] + "..."
+        where = f"workspace {shown!r}" if workspace_id else "calls that name no workspace"
         raise e.PermissionDenied(f"principal {who.principal!r} is not scoped to {where}")
 
 
