@@ -299,11 +299,23 @@ def interleaved_with_grant(
     return summarize(results["health"]), summarize(results["resolve"]), summarize(results["granted"])
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def interleaved_configs(
-    loaders: dict[str, Loader], rounds: int, seconds: float, label: str = "measuring"
+    loaders: dict[str, Loader],
+    rounds: int,
+    seconds: float,
+    label: str = "measuring",
+    pids: dict[str, int] | None = None,
 ) -> dict[str, tuple[dict[str, float], dict[str, float]]]:
     """`interleaved` over several servers at once: every round measures each server's health and
-    resolve, the servers in an order that rotates, so all of them see the same machine weather."""
+    resolve, the servers in an order that rotates, so all of them see the same machine weather.
+    With `pids`, each summary also has the server's CPU time per call (`server_cpu_us_per_call`),
+    which other work on the machine changes less than throughput."""
     progress = Progress(label, rounds, "rounds")
     for each in loaders.values():
         each.run("health", 1.0)
@@ -311,14 +323,22 @@ def interleaved_configs(
     names = list(loaders)
     health: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
     resolve: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    cpu: dict[tuple[str, str], float] = {}
     for i in range(rounds):
         for name in names[i % len(names) :] + names[: i % len(names)]:
             for mode in ("health", "resolve") if i % 2 == 0 else ("resolve", "health"):
+                before = cpu_seconds(pids[name]) if pids else 0.0
                 result = loaders[name].run(mode, seconds, resolve_request() if mode == "resolve" else None)
+                if pids:
+                    cpu[name, mode] = cpu.get((name, mode), 0.0) + cpu_seconds(pids[name]) - before
                 (health if mode == "health" else resolve)[name].append(result)
         progress.update(i + 1)  # between rounds, outside every measured call
     progress.finish(rounds)
-    return {name: (summarize(health[name]), summarize(resolve[name])) for name in names}
+    summaries = {name: (summarize(health[name]), summarize(resolve[name])) for name in names}
+    for (name, mode), used in cpu.items():
+        summary = summaries[name][0 if mode == "health" else 1]
+        summary["server_cpu_us_per_call"] = 1e6 * used / max(summary["calls"], 1)
+    return summaries
 
 
 def scraped_resolves(metrics_port: int) -> float:
@@ -339,7 +359,9 @@ def scraped_resolves(metrics_port: int) -> float:
     )
 
 
-async def observability_cost(database_url: str, root: Path, tokens: dict[str, str], baseline: Loader) -> dict[str, Any]:
+async def observability_cost(
+    database_url: str, root: Path, tokens: dict[str, str], baseline: Loader, baseline_pid: int
+) -> dict[str, Any]:
     """The default server (metrics and traces off) beside one with SECRETS_METRICS_LISTEN and one
     tracing every call to a local OTLP/HTTP endpoint, measured in the same rounds."""
     sink = OtlpSink()
@@ -369,7 +391,8 @@ async def observability_cost(database_url: str, root: Path, tokens: dict[str, st
         "tracing": Loader(traced_address, tokens["executor"]),
     }
     try:
-        measured = interleaved_configs({"off": baseline, **extra}, ROUNDS, SECONDS, "  metrics and traces")
+        pids = {"off": baseline_pid, "metrics": metered.pid, "tracing": traced.pid}
+        measured = interleaved_configs({"off": baseline, **extra}, ROUNDS, SECONDS, "  metrics and traces", pids)
         counted = scraped_resolves(metrics_port)
     finally:
         for each in extra.values():
@@ -501,6 +524,11 @@ def report(data: dict[str, Any]) -> str:
         f"| resolve throughput ratio, tracing on (every call, OTLP/HTTP to a local endpoint) |"
         f" {fmt(obs['health']['tracing']['throughput_rps'], 0)}/s | {fmt(obs['resolve']['tracing']['throughput_rps'], 0)}/s |"
         f" {fmt(obs['ratios']['tracing'])} | |",
+        f"| server CPU per call, metrics off / on | {fmt(obs['health']['off']['server_cpu_us_per_call'], 0)} /"
+        f" {fmt(obs['health']['metrics']['server_cpu_us_per_call'], 0)} us | {fmt(obs['resolve']['off']['server_cpu_us_per_call'], 0)} /"
+        f" {fmt(obs['resolve']['metrics']['server_cpu_us_per_call'], 0)} us | | |",
+        f"| server CPU per call, tracing on | {fmt(obs['health']['tracing']['server_cpu_us_per_call'], 0)} us |"
+        f" {fmt(obs['resolve']['tracing']['server_cpu_us_per_call'], 0)} us | | |",
         "| tracing off (the default): nothing of OpenTelemetry is imported or installed; it is the"
         " 'off' server above | | | | |",
         f"| 10,000-line .env import | | {fmt(data['import_10k_seconds'])} s | | < 3 s |",
@@ -554,7 +582,7 @@ async def main() -> int:
         small = (small_pair[0], small_pair[1])
         small_uncached = interleaved(uncached_loader, ROUNDS, SECONDS, "  resolve cache off")
         print("phase 1b: metrics on, traces on, beside the default (both off)", file=sys.stderr)
-        observability = await observability_cost(database_url, root, tokens, loader)
+        observability = await observability_cost(database_url, root, tokens, loader, server.pid)
         print("phase 2: 10,000-line import", file=sys.stderr)
         import_seconds = await time_import(address, tokens)
         print(f"phase 3: filling to {BIG:,} stored secrets", file=sys.stderr)
