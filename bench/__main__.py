@@ -30,6 +30,7 @@ import asyncpg
 from secrets_client import DirectoryClient, EditorClient
 from secrets_client.grants import OrchestratorClient
 
+from bench import observer
 from bench.otlp_sink import OtlpSink
 from bench.progress import Progress
 from service.auth import hash_token
@@ -403,6 +404,7 @@ async def observability_cost(
         sink.close()
     ratios = {name: r["throughput_rps"] / h["throughput_rps"] for name, (h, r) in measured.items()}
     return {
+        "observer_us_per_call": await asyncio.to_thread(observer.measure),  # a loop of its own
         "health": {name: h for name, (h, _) in measured.items()},
         "resolve": {name: r for name, (_, r) in measured.items()},
         "ratios": ratios,
@@ -531,6 +533,9 @@ def report(data: dict[str, Any]) -> str:
         f" {fmt(obs['resolve']['tracing']['server_cpu_us_per_call'], 0)} us | | |",
         "| tracing off (the default): nothing of OpenTelemetry is imported or installed; it is the"
         " 'off' server above | | | | |",
+        "| the call observer's CPU per call, in-process: "
+        + ", ".join(f"{name} {fmt(cost, 1)} us" for name, cost in obs["observer_us_per_call"].items())
+        + " | | | | |",
         f"| 10,000-line .env import | | {fmt(data['import_10k_seconds'])} s | | < 3 s |",
         f"| server peak RSS, {data['big']['stored']:,} stored | | {fmt(data['server_peak_rss_mib'], 1)} MiB | | < 150 MiB |",
         "",
