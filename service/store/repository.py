@@ -71,15 +71,6 @@ async def permission_of(conn: asyncpg.Connection, workspace_id: str, user_id: st
     return Permission(value) if value is not None else None
 
 
-async def list_members(conn: asyncpg.Connection, workspace_id: str) -> list[MemberRow]:
-    rows = await conn.fetch(
-        "SELECT workspace_id, user_id, email, permission, external, updated_at"
-        " FROM workspace_members WHERE workspace_id = $1 ORDER BY email, user_id",
-        workspace_id,
-    )
-    return [_member(r) for r in rows]
-
-
 async def remove_member(conn: asyncpg.Connection, workspace_id: str, user_id: str) -> tuple[bool, int]:
     """Removes a member and, in the same transaction, their memberships of the workspace's secrets."""
     removed_roles = await conn.fetchval(
@@ -279,18 +270,6 @@ def _secret(r: asyncpg.Record) -> SecretRow:
         caller_role=SecretRole(role) if role is not None else None,
         expires_at=r["expires_at"],
     )
-
-
-async def list_secrets(conn: asyncpg.Connection, scope: Scope, owner_id: str, caller_id: str) -> list[SecretRow]:
-    rows = await conn.fetch(
-        f"SELECT {_ROW_COLUMNS}, sm.role AS caller_role FROM secrets s"
-        " LEFT JOIN secret_members sm ON sm.secret_id = s.id AND sm.user_id = $3"
-        " WHERE s.scope = $1 AND s.owner_id = $2 ORDER BY s.key",
-        int(scope),
-        owner_id,
-        caller_id,
-    )
-    return [_secret(r) for r in rows]
 
 
 async def secrets_named(
@@ -647,13 +626,19 @@ class AuditRecord:
     # that did not resolve with why, as (key, BlockErrorCode number) pairs. Names only.
     trigger: int = 0
     failed_keys: tuple[tuple[str, int], ...] = ()
+    # `audit_keys_json(keys)` when the caller has it already (a resolve keeps it per resolve-cache
+    # entry: turning the keys into JSON at every write cost more than the rest of the row).
+    keys_json: str = ""
 
 
-def _keys_json(keys: Iterable[tuple[str, int, int]]) -> str:
+def audit_keys_json(keys: Iterable[tuple[str, int, int]]) -> str:
+    """The `keys` column of an audit event."""
     return json.dumps([{"key": k, "scope": s, "version": v} for k, s, v in keys])
 
 
-def _failed_keys_json(failed: Iterable[tuple[str, int]]) -> str:
+def _failed_keys_json(failed: Sequence[tuple[str, int]]) -> str:
+    if not failed:
+        return "[]"  # most events: every key resolved
     return json.dumps([{"key": k, "code": c} for k, c in failed])
 
 
@@ -670,7 +655,7 @@ def _audit_args(e: AuditRecord) -> tuple[Any, ...]:
         e.user_id,
         e.workspace_id,
         e.action,
-        _keys_json(e.keys),
+        e.keys_json or audit_keys_json(e.keys),
         e.execution_id,
         e.outcome,
         e.detail,
