@@ -5,9 +5,9 @@ WORKDIR /src
 RUN pip install --no-cache-dir --upgrade pip wheel
 COPY pyproject.toml README.md ./
 COPY service ./service
-# The service and its runtime dependencies only: not the [embedded] extra (the development
-# Postgres) and not [dev].
-RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+# The service, its runtime dependencies and the [otel] extra (traces, off unless OTEL_* settings
+# ask for them): not the [embedded] extra (the development Postgres) and not [dev].
+RUN pip wheel --no-cache-dir --wheel-dir /wheels '.[otel]'
 
 FROM python:3.11-slim AS runtime
 COPY --from=build /wheels /wheels
