@@ -602,3 +602,47 @@ async def test_python_client_guard_trash_and_expiry(server: Server, canaries: Ca
 
 async def _has_usage(editor: Any, user: str, ws: str) -> bool:
     return bool((await editor.get_secret(user, ws, "TOKEN")).usage)
+
+
+# --------------------------------------------------------------------------------------------
+# Data-key rotation and the trash
+
+
+async def test_a_data_key_rotation_reseals_the_trash_so_a_restore_still_opens(
+    recorded_api: Api, canaries: Canaries, database_url: str
+) -> None:
+    api = recorded_api
+    ws, user = uid("ws"), uid("user")
+    await api.member(ws, user, ADMIN)
+    first, second = canaries("rot1"), canaries("rot2")
+    await api.save(ws, user, W, set_("ROTATED", first))
+    await api.save(ws, user, W, set_("ROTATED", second))
+    await save(api, ws, user, W, delete("ROTATED"))
+    (entry,) = (await deleted(api, ws, user)).workspace_secrets
+    reply = await api.ops.RotateDataKeys(
+        opb.RotateDataKeysRequest(workspace_id=ws), metadata=metadata("ops"), timeout=120
+    )
+    assert reply.resealed == 2  # the two kept versions in the trash
+    conn = await asyncpg.connect(database_url)
+    try:
+        generations = await conn.fetch(
+            "SELECT DISTINCT get_byte(sealed, 4) AS g FROM deleted_secret_versions WHERE secret_id = $1",
+            entry.deleted_id,
+        )
+        keys = await conn.fetch("SELECT generation FROM data_keys WHERE tenant_kind = 'w' AND tenant_id = $1", ws)
+    finally:
+        await conn.close()
+    assert [r["g"] for r in generations] == [reply.new_generation]
+    assert [r["generation"] for r in keys] == [reply.new_generation]  # the old key is gone
+    await api.store.RestoreDeletedSecret(
+        spb.RestoreDeletedSecretRequest(workspace_id=ws, scope=W, deleted_id=entry.deleted_id),
+        metadata=metadata("editor", user),
+    )
+    reply_resolve = await resolve(api, ws, user, {"x": "{{ROTATED}}"})
+    assert to_dict(reply_resolve.blocks[0].inputs) == {"x": second}
+    await api.store.RestoreSecretVersion(
+        spb.RestoreSecretVersionRequest(workspace_id=ws, scope=W, key="ROTATED", version=1),
+        metadata=metadata("editor", user),
+    )
+    reply_resolve = await resolve(api, ws, user, {"x": "{{ROTATED}}"})
+    assert to_dict(reply_resolve.blocks[0].inputs) == {"x": first}
