@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import secrets as pysecrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -639,6 +640,8 @@ async def main() -> int:
             each_server.wait(30)
         await postgres.drop_created()
         postgres.close()
+        # The servers' logs (an access line per call: tens of MB) and keys go with the run.
+        shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
