@@ -9,12 +9,14 @@ neither forge a line nor make one huge.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import re
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from typing import TextIO
 
@@ -189,12 +191,13 @@ class _BufferedHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 FLUSH_EVERY = 0.2
-_handlers: list[logging.Handler] = []
+_handlers: weakref.WeakSet[logging.Handler] = weakref.WeakSet()
 
 
 def flush_logs() -> None:
-    for handler in _handlers:
-        handler.flush()
+    for handler in list(_handlers):
+        with contextlib.suppress(ValueError, OSError):  # a stream closed meanwhile
+            handler.flush()
 
 
 def log_handler(log_format: str, stream: TextIO | None = None) -> logging.Handler:
@@ -206,7 +209,7 @@ def log_handler(log_format: str, stream: TextIO | None = None) -> logging.Handle
         )
     handler = _BufferedHandler(stream)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
-    _handlers.append(handler)
+    _handlers.add(handler)
     # Nothing formats a thread's or a multiprocessing process's name; not looking them up saves
     # a few lookups per record.
     logging.logThreads = False
