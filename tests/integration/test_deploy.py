@@ -140,13 +140,13 @@ def compose_filesystem(service: Mapping[str, Any], volumes: Path, image_root: Pa
     return fs, read_only
 
 
-def map_listen(value: str, workers: int) -> tuple[str, int]:
+def map_listen(value: str, workers: int, fixed: bool = False) -> tuple[str, int]:
     """A container's listen address (all interfaces, a fixed port) as a local one: loopback, and
     any free port (port 0) unless the workers need a fixed one. Returns it and the container port."""
     host, _, port = value.rpartition(":")
     assert host in ("0.0.0.0", "[::]"), f"a container must listen on all interfaces, not {value}"  # noqa: S104
     local_port = 0
-    if workers > 1:
+    if workers > 1 or fixed:
         import socket
 
         with socket.socket() as s:
@@ -161,10 +161,22 @@ def map_environment(env: Mapping[str, str], fs: Filesystem, database_url: str) -
     mapped = dict(env)
     mapped["SECRETS_DATABASE_URL"] = database_url
     mapped["SECRETS_LISTEN"], port = map_listen(env["SECRETS_LISTEN"], int(env.get("SECRETS_WORKERS", "1")))
+    if "SECRETS_METRICS_LISTEN" in env:
+        mapped["SECRETS_METRICS_LISTEN"], _ = map_listen(env["SECRETS_METRICS_LISTEN"], 1, fixed=True)
     for name, value in env.items():
         if value.startswith("/"):  # a path in the container
             mapped[name] = str(fs.local(value))
     return mapped, port
+
+
+def assert_scraped(mapped: Mapping[str, str], method: str) -> None:
+    """The metrics endpoint the manifest configures answers, and has counted the calls made."""
+    import urllib.request
+
+    address = mapped["SECRETS_METRICS_LISTEN"]
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    assert f'grpc_method="{method}"' in text and "grpc_server_handled_total" in text
 
 
 def assert_known(names: set[str], where: str) -> None:
@@ -309,6 +321,7 @@ async def test_compose_service_starts_with_its_environment(
     assert "SERVING" in run(python_argv(check[1:]), env=probe_env)
     await check_serving(process.address, [""])
     await save_and_resolve(process.address, tokens, principal_roles(server_fs.local(env["SECRETS_PRINCIPALS_FILE"])))
+    assert_scraped(mapped, "ResolveInputs")
 
     log = process.log()
     assert process.terminate() == 0
@@ -427,4 +440,6 @@ async def test_k8s_deployment_starts_with_its_environment(
     await check_serving(process.address, probes)
     tokens = json.loads((workdir / "tokens.json").read_text())
     await save_and_resolve(process.address, tokens, principal_roles(fs.local(env["SECRETS_PRINCIPALS_FILE"])))
+    assert ports["metrics"] == int(env["SECRETS_METRICS_LISTEN"].rpartition(":")[2])
+    assert_scraped(mapped, "ResolveInputs")
     assert process.terminate() == 0
