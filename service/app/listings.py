@@ -14,8 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 from service.app.context import Caller
 from service.domain import paging, policy
-from service.domain.keys import is_valid_key, require_id
-from service.domain.limits import MAX_ID_LENGTH, MAX_KEY_LENGTH
+from service.domain.keys import id_problem, is_valid_key, require_id
+from service.domain.limits import MAX_KEY_LENGTH
 from service.domain.model import Scope
 from service.domain.resolution import shadowed_keys
 from service.store import listings as store
@@ -141,7 +141,9 @@ async def members_page(db: Database, workspace_id: str, page_size: int, page_tok
     if page_token:
         (after_id,) = paging.decode_token(page_token, MEMBERS_LISTING, digest, (str,))
         assert isinstance(after_id, str)
-        if not after_id or len(after_id) > MAX_ID_LENGTH:
+        # The id rule (SPEC 2.1), as for the ids a page ends at: a NUL or a lone surrogate
+        # cannot even reach Postgres (it was INTERNAL).
+        if id_problem("user_id", after_id) is not None:
             raise paging.bad_cursor()
         after = after_id
     async with db.connection() as conn:

@@ -28,6 +28,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
@@ -36,7 +37,7 @@ from service.gen.secrets.v1 import directory_pb2 as dpb
 from service.gen.secrets.v1 import operations_pb2 as opb
 from service.gen.secrets.v1 import resolver_pb2 as rpb
 from service.gen.secrets.v1 import secret_store_pb2 as spb
-from tests.api import ADMIN, READ, Api, W, set_, struct, uid
+from tests.api import ADMIN, READ, Api, W, delete, set_, struct, uid
 from tests.conftest import TOKENS, Server, metadata
 
 BAD = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
@@ -143,6 +144,7 @@ class World:
     plain_email: str
     dir_ws: str
     callers: dict[str, str] = field(default_factory=dict)
+    deleted_id: int = 0  # GONE, a workspace secret in the trash
 
 
 @pytest.fixture(scope="module")
@@ -160,8 +162,14 @@ async def world(channel: grpc.aio.Channel) -> World:
         spb.SetSecretMemberRequest(workspace_id=ws, key="K", email=f"{m2}@example.com", role=common.SECRET_ROLE_MEMBER),
         metadata=metadata("editor", admin),
     )
+    await api.save(ws, admin, W, set_("GONE", "hostile-deleted"))
+    await api.save(ws, admin, W, delete("GONE"))
+    trash = await api.store.ListDeletedSecrets(
+        spb.ListDeletedSecretsRequest(workspace_id=ws), metadata=metadata("editor", admin)
+    )
     w = World(ws, admin, outsider, f"{m2}@example.com", f"{m3}@example.com", uid("dirws"))
     w.callers = {"member": admin, "non-member": outsider}
+    (w.deleted_id,) = [d.deleted_id for d in trash.workspace_secrets if d.summary.key == "GONE"]
     return w
 
 
@@ -185,7 +193,12 @@ def _store(method: str, request: Message, user: str) -> Call:
 
 
 def list_secrets(w: World, user: str, o: dict[str, Any]) -> Call:
-    return _store("ListSecrets", spb.ListSecretsRequest(workspace_id=o.get("workspace_id", w.ws)), user)
+    request = spb.ListSecretsRequest(
+        workspace_id=o.get("workspace_id", w.ws), page_size=o.get("page_size", 0), page_token=o.get("page_token", "")
+    )
+    if "expiring_within" in o:
+        request.expiring_within.CopyFrom(o["expiring_within"])
+    return _store("ListSecrets", request, user)
 
 
 def save_secrets(w: World, user: str, o: dict[str, Any]) -> Call:
@@ -199,6 +212,7 @@ def save_secrets(w: World, user: str, o: dict[str, Any]) -> Call:
         scope=o.get("scope", W),
         expected_revision=o.get("expected_revision", -1),
         changes=[change],
+        acknowledge_in_use=o.get("acknowledge_in_use", False),
     )
     return _store("SaveSecrets", request, user)
 
@@ -231,6 +245,9 @@ def update_details(w: World, user: str, o: dict[str, Any]) -> Call:
     )
     if "display_name" in o:
         request.display_name = o["display_name"]
+    if "expires_at" in o:
+        request.expires_at.CopyFrom(o["expires_at"])
+    request.clear_expires_at = o.get("clear_expires_at", False)
     return _store("UpdateSecretDetails", request, user)
 
 
@@ -264,8 +281,39 @@ def restore_version(w: World, user: str, o: dict[str, Any]) -> Call:
 
 
 def list_referenceable(w: World, user: str, o: dict[str, Any]) -> Call:
-    request = spb.ListReferenceableRequest(workspace_id=o.get("workspace_id", w.ws), prefix=o.get("prefix", "K"))
+    request = spb.ListReferenceableRequest(
+        workspace_id=o.get("workspace_id", w.ws),
+        prefix=o.get("prefix", "K"),
+        page_size=o.get("page_size", 0),
+        page_token=o.get("page_token", ""),
+    )
     return _store("ListReferenceable", request, user)
+
+
+# The trash. NEVER_DELETED is no secret's id: valid input ends in NOT_FOUND and nothing changes.
+NEVER_DELETED = 2**62
+
+
+def list_deleted(w: World, user: str, o: dict[str, Any]) -> Call:
+    return _store("ListDeletedSecrets", spb.ListDeletedSecretsRequest(workspace_id=o.get("workspace_id", w.ws)), user)
+
+
+def restore_deleted(w: World, user: str, o: dict[str, Any]) -> Call:
+    request = spb.RestoreDeletedSecretRequest(
+        workspace_id=o.get("workspace_id", w.ws),
+        scope=o.get("scope", W),
+        deleted_id=o.get("deleted_id", NEVER_DELETED),
+    )
+    return _store("RestoreDeletedSecret", request, user)
+
+
+def purge_deleted(w: World, user: str, o: dict[str, Any]) -> Call:
+    request = spb.PurgeDeletedSecretRequest(
+        workspace_id=o.get("workspace_id", w.ws),
+        scope=o.get("scope", W),
+        deleted_id=o.get("deleted_id", NEVER_DELETED),
+    )
+    return _store("PurgeDeletedSecret", request, user)
 
 
 def explain(w: World, user: str, o: dict[str, Any]) -> Call:
@@ -314,14 +362,27 @@ def remove_ws_member(w: World, user: str, o: dict[str, Any]) -> Call:
 
 
 def list_ws_members(w: World, user: str, o: dict[str, Any]) -> Call:
-    request = dpb.ListWorkspaceMembersRequest(workspace_id=o.get("workspace_id", w.dir_ws))
+    request = dpb.ListWorkspaceMembersRequest(
+        workspace_id=o.get("workspace_id", w.dir_ws),
+        page_size=o.get("page_size", 0),
+        page_token=o.get("page_token", ""),
+    )
     return Call("secrets.v1.Directory", "ListWorkspaceMembers", request, metadata("directory"))
 
 
 def audit_events(w: World, user: str, o: dict[str, Any]) -> Call:
     request = opb.ListAuditEventsRequest(
-        workspace_id=o.get("workspace_id", w.ws), page_size=o.get("page_size", 5), page_token=o.get("page_token", "")
+        workspace_id=o.get("workspace_id", w.ws),
+        page_size=o.get("page_size", 5),
+        page_token=o.get("page_token", ""),
+        principal=o.get("principal", ""),
+        user_id=o.get("user_id", ""),
+        key=o.get("key", ""),
+        action=o.get("action", ""),
     )
+    for name in ("start_time", "end_time"):
+        if name in o:
+            getattr(request, name).CopyFrom(o[name])
     return Call("secrets.v1.Operations", "ListAuditEvents", request, metadata("ops"))
 
 
@@ -333,6 +394,17 @@ def rotate_keys(w: World, user: str, o: dict[str, Any]) -> Call:
     return Call("secrets.v1.Operations", "RotateKeys", opb.RotateKeysRequest(), metadata("ops"))
 
 
+def rotate_data_keys(w: World, user: str, o: dict[str, Any]) -> Call:
+    # dir_ws never stores a secret, so it has no data key: valid input ends in NOT_FOUND.
+    if "user_id" in o:
+        request = opb.RotateDataKeysRequest(user_id=o["user_id"])
+    else:
+        request = opb.RotateDataKeysRequest(workspace_id=o.get("workspace_id", w.dir_ws))
+    return Call("secrets.v1.Operations", "RotateDataKeys", request, metadata("ops"))
+
+
+# Every RPC but the orchestrator's three (IssueRunGrant, RevokeRunGrant, EndRun), which this
+# module's server has no principal for.
 ALL_RPCS: dict[str, Builder] = {
     "ListSecrets": list_secrets,
     "SaveSecrets": save_secrets,
@@ -344,12 +416,16 @@ ALL_RPCS: dict[str, Builder] = {
     "RestoreSecretVersion": restore_version,
     "ListReferenceable": list_referenceable,
     "ExplainReferences": explain,
+    "ListDeletedSecrets": list_deleted,
+    "RestoreDeletedSecret": restore_deleted,
+    "PurgeDeletedSecret": purge_deleted,
     "ResolveInputs": resolve,
     "PutWorkspaceMember": put_member,
     "RemoveWorkspaceMember": remove_ws_member,
     "ListWorkspaceMembers": list_ws_members,
     "GetKeyStatus": key_status,
     "RotateKeys": rotate_keys,
+    "RotateDataKeys": rotate_data_keys,
     "ListAuditEvents": audit_events,
 }
 
@@ -359,7 +435,10 @@ EXPECTED_BASELINE: dict[str, dict[str, grpc.StatusCode]] = {
     "SaveSecrets": {"member": grpc.StatusCode.ABORTED},
     "RemoveSecretMember": {"member": grpc.StatusCode.NOT_FOUND},
     "RestoreSecretVersion": {"member": grpc.StatusCode.NOT_FOUND},
+    "RestoreDeletedSecret": {"member": grpc.StatusCode.NOT_FOUND},
+    "PurgeDeletedSecret": {"member": grpc.StatusCode.NOT_FOUND},
     "RemoveWorkspaceMember": {"member": grpc.StatusCode.NOT_FOUND, "-": grpc.StatusCode.NOT_FOUND},
+    "RotateDataKeys": {"-": grpc.StatusCode.NOT_FOUND},
 }
 
 STORE = ["member", "non-member"]
@@ -395,6 +474,11 @@ TARGETS = [
     Target("RestoreSecretVersion", "key", _keys(), STORE),
     Target("ListReferenceable", "workspace_id", _ids(True), STORE),
     Target("ListReferenceable", "prefix", _prefixes(), STORE),
+    Target("ListSecrets", "page_token", _page_tokens(), STORE),
+    Target("ListReferenceable", "page_token", _page_tokens(), STORE),
+    Target("ListDeletedSecrets", "workspace_id", _ids(True), STORE),
+    Target("RestoreDeletedSecret", "workspace_id", _ids(True), STORE),
+    Target("PurgeDeletedSecret", "workspace_id", _ids(True), STORE),
     Target("ExplainReferences", "workspace_id", _ids(True), STORE),
     # Empty means "the caller" for a manual run.
     Target("ExplainReferences", "triggering_user_id", _ids(False), STORE),
@@ -412,9 +496,18 @@ TARGETS = [
     Target("RemoveWorkspaceMember", "workspace_id", _ids(True), NONE),
     Target("RemoveWorkspaceMember", "user_id", _ids(True), NONE),
     Target("ListWorkspaceMembers", "workspace_id", _ids(True), NONE),
+    Target("ListWorkspaceMembers", "page_token", _page_tokens(), NONE),
     # Empty means "every workspace".
     Target("ListAuditEvents", "workspace_id", _ids(False), NONE),
     Target("ListAuditEvents", "page_token", _page_tokens(), NONE),
+    # Exactly one of the two: the other is empty.
+    Target("RotateDataKeys", "workspace_id", _ids(True), NONE),
+    Target("RotateDataKeys", "user_id", _ids(True), NONE),
+    # The filters: empty means "any".
+    Target("ListAuditEvents", "principal", _ids(False), NONE),
+    Target("ListAuditEvents", "user_id", _ids(False), NONE),
+    Target("ListAuditEvents", "action", _ids(False), NONE),
+    Target("ListAuditEvents", "key", {k: v for k, v in _keys().items() if v}, NONE),
 ]
 
 
@@ -544,7 +637,15 @@ async def test_hostile_identifier_is_invalid_argument_naming_the_field(
 
 def _enum_cases() -> list[tuple[str, str, int]]:
     cases = []
-    for rpc in ("SaveSecrets", "ImportDotenv", "GetSecret", "UpdateSecretDetails", "RestoreSecretVersion"):
+    for rpc in (
+        "SaveSecrets",
+        "ImportDotenv",
+        "GetSecret",
+        "UpdateSecretDetails",
+        "RestoreSecretVersion",
+        "RestoreDeletedSecret",
+        "PurgeDeletedSecret",
+    ):
         cases += [(rpc, "scope", n) for n in (0, 3, 99, -1, 2**31 - 1)]
     cases += [("SetSecretMember", "role", n) for n in (0, 3, 99, -1)]
     cases += [("PutWorkspaceMember", "permission", n) for n in (0, 4, 99, -1)]
@@ -587,6 +688,20 @@ async def test_non_positive_restore_version_is_invalid_argument(
         ("ListAuditEvents", {"page_size": 2**31 - 1}, {grpc.StatusCode.OK}),
         ("ListAuditEvents", {"page_size": -1}, {grpc.StatusCode.INVALID_ARGUMENT}),
         ("ListAuditEvents", {"page_size": -(2**31)}, {grpc.StatusCode.INVALID_ARGUMENT}),
+        *[
+            (rpc, {"page_size": size}, {grpc.StatusCode.OK if size > 0 else grpc.StatusCode.INVALID_ARGUMENT})
+            for rpc in ("ListSecrets", "ListReferenceable", "ListWorkspaceMembers")
+            for size in (2**31 - 1, -1, -(2**31))
+        ],
+        *[
+            (rpc, {"deleted_id": number}, {grpc.StatusCode.INVALID_ARGUMENT})
+            for rpc in ("RestoreDeletedSecret", "PurgeDeletedSecret")
+            for number in (0, -1, -(2**63))
+        ],
+        ("RestoreDeletedSecret", {"deleted_id": 2**63 - 1}, {grpc.StatusCode.NOT_FOUND}),
+        ("PurgeDeletedSecret", {"deleted_id": 2**63 - 1}, {grpc.StatusCode.NOT_FOUND}),
+        # In-use guard acknowledged on a batch whose revision never matches: still only ABORTED.
+        ("SaveSecrets", {"acknowledge_in_use": True, "expected_revision": 2**63 - 1}, {grpc.StatusCode.ABORTED}),
     ],
     ids=lambda v: str(v),
 )
@@ -602,6 +717,244 @@ async def test_extreme_numbers_get_a_real_status(
     assert code_of(err) in allowed, describe(err, server_log)
     if code_of(err) == grpc.StatusCode.INVALID_ARGUMENT:
         assert names_field(err, next(iter(overrides))), err.details()
+
+
+# -- google.protobuf.Timestamp and Duration fields at and past the ends of their ranges ---------
+
+FIRST = -62_135_596_800  # 0001-01-01T00:00:00Z
+LAST = 253_402_300_799  # 9999-12-31T23:59:59Z
+
+BAD_TIMES = {
+    "seconds 2**63-1": (2**63 - 1, 0),
+    "seconds -2**63": (-(2**63), 0),
+    "a second after 9999": (LAST + 1, 0),
+    "a second before year 1": (FIRST - 1, 0),
+    "nanos -1": (0, -1),
+    "nanos 10**9": (0, 10**9),
+    "nanos 2**31-1": (0, 2**31 - 1),
+    "nanos -2**31": (0, -(2**31)),
+}
+
+
+def ts(seconds: int, nanos: int) -> timestamp_pb2.Timestamp:
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+
+
+def duration(seconds: int, nanos: int) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=seconds, nanos=nanos)
+
+
+@pytest.mark.parametrize(
+    ("rpc", "field_name"),
+    [("UpdateSecretDetails", "expires_at"), ("ListAuditEvents", "start_time"), ("ListAuditEvents", "end_time")],
+)
+async def test_timestamps_out_of_range_are_invalid_argument_naming_the_field(
+    channel: grpc.aio.Channel, world: World, server_log: pytest.LogCaptureFixture, rpc: str, field_name: str
+) -> None:
+    callers = ["member", "non-member"] if rpc == "UpdateSecretDetails" else ["-"]
+    wrong = []
+    for caller in callers:
+        user = world.callers.get(caller, world.admin)
+        for label, (seconds, nanos) in BAD_TIMES.items():
+            err = await invoke(channel, ALL_RPCS[rpc](world, user, {field_name: ts(seconds, nanos)}))
+            ok = code_of(err) == grpc.StatusCode.INVALID_ARGUMENT and err is not None and names_field(err, field_name)
+            ok = ok or (caller == "non-member" and code_of(err) == DENIED)
+            if not ok:
+                wrong.append(f"  {caller} {field_name}={label}: {describe(err, server_log)}")
+    assert not wrong, f"{rpc}: these {field_name} values did not get INVALID_ARGUMENT naming it:\n" + "\n".join(wrong)
+
+
+async def test_expires_at_with_clear_expires_at_is_invalid_argument(
+    channel: grpc.aio.Channel, world: World, server_log: pytest.LogCaptureFixture
+) -> None:
+    err = await invoke(
+        channel, update_details(world, world.admin, {"expires_at": ts(LAST - 1, 0), "clear_expires_at": True})
+    )
+    assert code_of(err) == grpc.StatusCode.INVALID_ARGUMENT, describe(err, server_log)
+    assert err is not None and (names_field(err, "expires_at") or names_field(err, "clear_expires_at")), err.details()
+
+
+async def test_audit_time_filters_at_the_ends_of_the_range_and_reversed(
+    channel: grpc.aio.Channel, world: World, server_log: pytest.LogCaptureFixture
+) -> None:
+    widest = {"start_time": ts(FIRST, 0), "end_time": ts(LAST, 999_999_999)}
+    err = await invoke(channel, audit_events(world, "-", widest))
+    assert err is None, describe(err, server_log)
+    for reversed_ in (
+        {"start_time": ts(LAST, 0), "end_time": ts(FIRST, 0)},
+        {"start_time": ts(5, 0), "end_time": ts(5, 0)},
+    ):
+        err = await invoke(channel, audit_events(world, "-", reversed_))
+        assert code_of(err) == grpc.StatusCode.INVALID_ARGUMENT, describe(err, server_log)
+        assert err is not None and names_field(err, "end_time"), err.details()
+
+
+BAD_DURATIONS = {
+    "-1 s": (-1, 0),
+    "-1 ns": (0, -1),
+    "mixed signs": (1, -1),
+    "seconds -2**63": (-(2**63), 0),
+    "seconds 2**63-1": (2**63 - 1, 0),
+    "Duration's own maximum (10,000 years)": (315_576_000_000, 0),
+    "nanos 10**9": (0, 10**9),
+    "nanos 2**31-1": (0, 2**31 - 1),
+    "nanos -2**31": (0, -(2**31)),
+}
+
+
+async def test_expiring_within_out_of_range_is_invalid_argument(
+    channel: grpc.aio.Channel, world: World, server_log: pytest.LogCaptureFixture
+) -> None:
+    wrong = []
+    for caller in ("member", "non-member"):
+        user = world.callers[caller]
+        for label, (seconds, nanos) in BAD_DURATIONS.items():
+            err = await invoke(channel, list_secrets(world, user, {"expiring_within": duration(seconds, nanos)}))
+            ok = code_of(err) == grpc.StatusCode.INVALID_ARGUMENT and err is not None
+            if not (ok and names_field(err, "expiring_within")):  # type: ignore[arg-type]
+                wrong.append(f"  {caller} expiring_within={label}: {describe(err, server_log)}")
+        # The longest window allowed, and the shortest, are ordinary listings.
+        for seconds, nanos in ((100 * 366 * 86400, 0), (0, 1)):
+            err = await invoke(channel, list_secrets(world, user, {"expiring_within": duration(seconds, nanos)}))
+            if caller == "member" and err is not None:
+                wrong.append(f"  {caller} valid expiring_within {seconds} s {nanos} ns: {describe(err, server_log)}")
+            if caller == "non-member" and code_of(err) != DENIED:
+                wrong.append(f"  {caller} valid expiring_within {seconds} s {nanos} ns: {describe(err, server_log)}")
+    assert not wrong, "ListSecrets.expiring_within:\n" + "\n".join(wrong)
+
+
+# -- page tokens forged in today's format, with the right digest --------------------------------
+
+
+def _forged(listing: str, digest: str, cursors: dict[str, tuple[str | int, ...]]) -> dict[str, str]:
+    from service.domain import paging
+
+    return {label: paging.encode_token(listing, digest, cursor) for label, cursor in cursors.items()}
+
+
+def forged_tokens(w: World, rpc: str) -> tuple[dict[str, str], str]:
+    """Tokens that decode, for the right listing and filters, but hold a cursor no page ends at;
+    and one well-formed token (the proof that the digest is right: it must be accepted)."""
+    from service.app import audit_listing, listings
+    from service.domain import paging
+
+    odd_text = {
+        "empty": "",
+        "NUL": "\x00",
+        "NUL inside": "a\x00b",
+        "newline": "a\nb",
+        "lone surrogate": "\ud800",
+        "257 characters": "i" * 257,
+        "10,000 characters": "i" * 10_000,
+    }
+    if rpc in ("ListSecrets", "ListReferenceable"):
+        listing = listings.SECRETS_LISTING if rpc == "ListSecrets" else listings.REFERENCEABLE_LISTING
+        prefix = "K" if rpc == "ListReferenceable" else ""
+        digest = paging.filter_digest(listing, w.admin, w.ws, prefix)
+        cursors: dict[str, tuple[str | int, ...]] = {f"key {k}": (1, v) for k, v in odd_text.items()}
+        cursors |= {f"scope {n}": (n, "K") for n in (0, 3, -1, 2**63, 2**64, -(2**63) - 1)}
+        return _forged(listing, digest, cursors), paging.encode_token(listing, digest, (1, "A"))
+    if rpc == "ListWorkspaceMembers":
+        digest = paging.filter_digest(listings.MEMBERS_LISTING, w.dir_ws)
+        cursors = {f"user_id {k}": (v,) for k, v in odd_text.items()}
+        return _forged(listings.MEMBERS_LISTING, digest, cursors), paging.encode_token(
+            listings.MEMBERS_LISTING, digest, ("a",)
+        )
+    assert rpc == "ListAuditEvents"
+    digest = paging.filter_digest(audit_listing.LISTING, w.ws, "", "", "", "", "", "")
+    now = int(datetime.now(UTC).timestamp() * 1_000_000)
+    cursors = {f"id {n}": (now, n) for n in (0, -1, 2**63, 2**64, -(2**63) - 1, 10**40)}
+    cursors |= {f"time {n}": (n, 5) for n in (2**63, -(2**63) - 1, 10**40, -(10**40), FIRST * 1_000_000)}
+    cursors["time 9999-12-31"] = (LAST * 1_000_000, 5)
+    return _forged(audit_listing.LISTING, digest, cursors), paging.encode_token(audit_listing.LISTING, digest, (now, 5))
+
+
+@pytest.mark.parametrize("rpc", ["ListSecrets", "ListReferenceable", "ListWorkspaceMembers", "ListAuditEvents"])
+async def test_forged_cursors_in_todays_format_are_invalid_argument(
+    channel: grpc.aio.Channel, world: World, server_log: pytest.LogCaptureFixture, rpc: str
+) -> None:
+    """Tokens are not MAC'd, so anyone can spell a cursor. ListWorkspaceMembers checked its
+    cursor's user_id for length only: a NUL or a lone surrogate reached Postgres and came back
+    INTERNAL, and a newline was taken as a place to continue from."""
+    tokens, well_formed = forged_tokens(world, rpc)
+    err = await invoke(channel, ALL_RPCS[rpc](world, world.admin, {"page_token": well_formed}))
+    assert err is None, (
+        f"a well-formed cursor was refused (so the forged ones prove nothing): {describe(err, server_log)}"
+    )
+    wrong = []
+    for label, value in tokens.items():
+        err = await invoke(channel, ALL_RPCS[rpc](world, world.admin, {"page_token": value}))
+        if not (
+            code_of(err) == grpc.StatusCode.INVALID_ARGUMENT and err is not None and names_field(err, "page_token")
+        ):
+            wrong.append(f"  cursor {label}: {describe(err, server_log)}")
+    assert not wrong, f"{rpc}: forged cursors not refused as INVALID_ARGUMENT naming page_token:\n" + "\n".join(wrong)
+
+
+# -- the trash: a real deleted secret, named by those who may not touch it -----------------------
+
+
+@pytest.mark.parametrize("rpc", ["RestoreDeletedSecret", "PurgeDeletedSecret"])
+async def test_another_callers_trash_is_refused_without_naming_the_secret(
+    channel: grpc.aio.Channel, world: World, server_log: pytest.LogCaptureFixture, rpc: str
+) -> None:
+    # A non-member naming the workspace's deleted secret: refused as any non-member is.
+    err = await invoke(channel, ALL_RPCS[rpc](world, world.outsider, {"deleted_id": world.deleted_id}))
+    assert code_of(err) == DENIED, describe(err, server_log)
+    assert err is not None and "GONE" not in (err.details() or "")
+    # The same id in the caller's personal trash (which does not hold it): NOT_FOUND, for anyone.
+    for user in (world.outsider, world.admin):
+        err = await invoke(
+            channel, ALL_RPCS[rpc](world, user, {"deleted_id": world.deleted_id, "scope": common.SCOPE_PERSONAL})
+        )
+        assert code_of(err) == grpc.StatusCode.NOT_FOUND, describe(err, server_log)
+        assert err is not None and "GONE" not in (err.details() or "")
+    # Still in the trash, untouched.
+    listing = await Api(channel).store.ListDeletedSecrets(
+        spb.ListDeletedSecretsRequest(workspace_id=world.ws), metadata=metadata("editor", world.admin)
+    )
+    assert [d.deleted_id for d in listing.workspace_secrets if d.summary.key == "GONE"] == [world.deleted_id]
+
+
+# -- acknowledge_in_use: a bool spelled every way the wire allows ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("label", "tail", "allowed"),
+    [
+        ("varint 2", b"\x28\x02", grpc.StatusCode.ABORTED),
+        ("varint 2**64-1", b"\x28" + b"\xff" * 9 + b"\x01", grpc.StatusCode.ABORTED),
+        ("twice, false then true", b"\x28\x00\x28\x01", grpc.StatusCode.ABORTED),
+        # A known field number with the wrong wire type is kept as an unknown field: the flag
+        # stays false.
+        ("as a length-delimited field", b"\x2a\x01\x01", grpc.StatusCode.ABORTED),
+        ("an 11-byte varint", b"\x28" + b"\xff" * 10 + b"\x01", grpc.StatusCode.INVALID_ARGUMENT),
+        ("truncated varint", b"\x28\xff", grpc.StatusCode.INVALID_ARGUMENT),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+async def test_acknowledge_in_use_in_any_wire_spelling_gets_a_real_status(
+    channel: grpc.aio.Channel,
+    world: World,
+    server_log: pytest.LogCaptureFixture,
+    label: str,
+    tail: bytes,
+    allowed: grpc.StatusCode,
+) -> None:
+    # Deleting K (in the trash's way, and in use by the hostile resolves) on a revision that never
+    # matches: whatever the flag reads as, nothing is written.
+    call = save_secrets(world, world.admin, {})
+    call.request.changes[0].CopyFrom(spb.SecretChange(key="K", delete=True))  # type: ignore[attr-defined]
+    payload = call.request.SerializeToString() + tail
+    rpc_call = channel.unary_unary(
+        f"/{call.service}/{call.method}", request_serializer=lambda b: b, response_deserializer=lambda b: b
+    )
+    try:
+        await rpc_call(payload, metadata=call.md, timeout=10)
+    except grpc.aio.AioRpcError as err:
+        assert err.code() == allowed, f"{label}: {describe(err, server_log)}"
+        return
+    raise AssertionError(f"{label}: a save on revision -1 succeeded")
 
 
 @pytest.mark.parametrize(
