@@ -11,6 +11,7 @@
 import { randomUUID } from "node:crypto";
 
 import type { DescService, JsonObject, JsonValue } from "@bufbuild/protobuf";
+import { timestampFromDate, type Timestamp } from "@bufbuild/protobuf/wkt";
 import { createClient, type CallOptions as ConnectCallOptions, type Client, type Transport } from "@connectrpc/connect";
 import { Http2SessionManager, createGrpcTransport } from "@connectrpc/connect-node";
 
@@ -37,8 +38,10 @@ import {
   SecretStore,
   type ExplainReferencesResponse,
   type ImportDotenvResponse,
+  type ListDeletedSecretsResponse,
   type ListReferenceableResponse,
   type ListSecretsResponse,
+  type RestoreDeletedSecretResponse,
   type SaveSecretsResponse,
   type SecretDetails,
 } from "./gen/secrets/v1/secret_store_pb.js";
@@ -149,6 +152,17 @@ function revision(field: string, value: unknown): bigint {
   if (typeof value === "number" && Number.isSafeInteger(value) && value >= 0) return BigInt(value);
   throw bad(field, "must be a non-negative integer (number or bigint)");
 }
+
+/** A deleted secret's id (ListDeletedSecrets' deletedId): a positive int64. */
+function deletedId(value: unknown): bigint {
+  if (typeof value === "bigint" && value > 0n && value < 2n ** 63n) return value;
+  if (typeof value === "number" && Number.isSafeInteger(value) && value > 0) return BigInt(value);
+  throw bad("deletedId", "must be a positive integer (number or bigint): a deletedId from listDeletedSecrets");
+}
+
+// google.protobuf.Timestamp's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z (in ms).
+const FIRST_TIME_MS = -62_135_596_800_000;
+const LAST_TIME_MS = 253_402_300_799_999;
 
 /**
  * Checks that `inputs` is a JSON object (strings, finite numbers, booleans, null, arrays, plain
@@ -364,6 +378,20 @@ export interface DetailsOptions extends CallOptions {
   displayName?: string;
   description?: string;
   restricted?: boolean;
+  /**
+   * When the secret expires (runs that use it fail SECRET_EXPIRED from then on; a past time expires
+   * it at once); `null` removes the expiry; undefined leaves it as it is.
+   */
+  expiresAt?: Date | null;
+}
+
+function expiry(value: unknown): { expiresAt?: Timestamp; clearExpiresAt?: boolean } {
+  if (value === undefined) return {};
+  if (value === null) return { clearExpiresAt: true };
+  if (!(value instanceof Date)) throw bad("expiresAt", "must be a Date, or null to remove the expiry");
+  const ms = value.getTime();
+  if (!(ms >= FIRST_TIME_MS && ms <= LAST_TIME_MS)) throw bad("expiresAt", "must be a valid time between the years 1 and 9999");
+  return { expiresAt: timestampFromDate(value) };
 }
 
 export interface ExplainOptions extends CallOptions {
@@ -468,7 +496,7 @@ export class EditorClient extends BaseClient {
     return reply.secret;
   }
 
-  /** Changes display name, description or restricted; fields left undefined are not changed. */
+  /** Changes display name, description, restricted or the expiry; fields left undefined are not changed. */
   async updateDetails(userId: string, workspaceId: string, key: string, options: DetailsOptions = {}): Promise<SecretDetails | undefined> {
     const request = {
       workspaceId: requireId("workspaceId", workspaceId),
@@ -477,6 +505,7 @@ export class EditorClient extends BaseClient {
       ...(options.displayName !== undefined && { displayName: options.displayName }),
       ...(options.description !== undefined && { description: options.description }),
       ...(options.restricted !== undefined && { restricted: options.restricted }),
+      ...expiry(options.expiresAt),
     };
     const store = this.#store();
     const reply = await this.call((o) => store.updateSecretDetails(request, o), {
@@ -538,6 +567,55 @@ export class EditorClient extends BaseClient {
       call: options,
     });
     return reply.secret;
+  }
+
+  /**
+   * The trash: the workspace's deleted secrets (for its members) and the user's own deleted personal
+   * ones, most recently deleted first; metadata only. Each `deletedId` names it to restore or purge.
+   */
+  async listDeletedSecrets(userId: string, workspaceId: string, call?: CallOptions): Promise<ListDeletedSecretsResponse> {
+    const request = { workspaceId: requireId("workspaceId", workspaceId) };
+    const store = this.#store();
+    return this.call((o) => store.listDeletedSecrets(request, o), { userId: requireId("userId", userId), safe: true, call });
+  }
+
+  /**
+   * Restores a deleted secret whole (key, details, members still in the workspace, every kept
+   * version); AlreadyExists when a secret of the same key was created since. Never retried.
+   */
+  async restoreDeletedSecret(
+    userId: string,
+    workspaceId: string,
+    id: number | bigint,
+    options: CallOptions & { scope?: ScopeOption } = {},
+  ): Promise<RestoreDeletedSecretResponse> {
+    const request = {
+      workspaceId: requireId("workspaceId", workspaceId),
+      scope: pick("scope", SCOPES, options.scope ?? "workspace"),
+      deletedId: deletedId(id),
+    };
+    const store = this.#store();
+    return this.call((o) => store.restoreDeletedSecret(request, o), {
+      userId: requireId("userId", userId),
+      safe: false,
+      call: options,
+    });
+  }
+
+  /** Deletes a deleted secret for good, at once (workspace ADMIN; the owner for a personal one). Never retried. */
+  async purgeDeletedSecret(
+    userId: string,
+    workspaceId: string,
+    id: number | bigint,
+    options: CallOptions & { scope?: ScopeOption } = {},
+  ): Promise<void> {
+    const request = {
+      workspaceId: requireId("workspaceId", workspaceId),
+      scope: pick("scope", SCOPES, options.scope ?? "workspace"),
+      deletedId: deletedId(id),
+    };
+    const store = this.#store();
+    await this.call((o) => store.purgeDeletedSecret(request, o), { userId: requireId("userId", userId), safe: false, call: options });
   }
 
   /** Keys the user can reference, workspace group first (shadowed personal keys say so). */

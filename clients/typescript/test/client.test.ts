@@ -214,6 +214,16 @@ describe("bad input fails fast, before any call", () => {
     ["a cycle through a list", () => executor.resolve("ws", { b: { l: cyclicList() } }, { triggeringUserId: "u" }), 'blocks["b"].l[1]'],
     ["a NaN deadline", () => executor.resolve("ws", { b: {} }, { triggeringUserId: "u", timeoutMs: Number.NaN }), "timeoutMs"],
     ["a negative deadline", () => editor.listSecrets("u", "ws", { timeoutMs: -5 }), "timeoutMs"],
+    ["trash without a workspace", () => editor.listDeletedSecrets("u", ""), "workspaceId"],
+    ["restore deletedId 0", () => editor.restoreDeletedSecret("u", "ws", 0), "deletedId"],
+    ["restore deletedId -1n", () => editor.restoreDeletedSecret("u", "ws", -1n), "deletedId"],
+    ["restore deletedId 2**63", () => editor.restoreDeletedSecret("u", "ws", 2n ** 63n), "deletedId"],
+    ["purge deletedId 1.5", () => editor.purgeDeletedSecret("u", "ws", 1.5), "deletedId"],
+    ["purge deletedId a string", () => editor.purgeDeletedSecret("u", "ws", "7" as never), "deletedId"],
+    ["purge in an unknown scope", () => editor.purgeDeletedSecret("u", "ws", 7, { scope: "team" as never }), "scope"],
+    ["expiresAt an invalid Date", () => editor.updateDetails("u", "ws", "K", { expiresAt: new Date(Number.NaN) }), "expiresAt"],
+    ["expiresAt past 9999", () => editor.updateDetails("u", "ws", "K", { expiresAt: new Date(Date.UTC(10000, 0, 1)) }), "expiresAt"],
+    ["expiresAt a string", () => editor.updateDetails("u", "ws", "K", { expiresAt: "2030-01-01" as never }), "expiresAt"],
   ];
   for (const [name, call, field] of cases) {
     it(name, async () => {

@@ -4,6 +4,8 @@ import assert from "node:assert/strict";
 import { randomUUID } from "node:crypto";
 import { after, before, describe, it } from "node:test";
 
+import { timestampDate } from "@bufbuild/protobuf/wkt";
+
 import {
   DirectoryClient,
   EditorClient,
@@ -239,6 +241,68 @@ describe("against the real server", { skip: address ? false : "SECRETS_ADDRESS i
     assert.equal(removed.removed, true);
     const status = await ops.keyStatus();
     assert.equal(status.primaryKeyId, "k1");
+  });
+
+  it("the trash: list, restore whole, purge; and expiresAt on updateDetails", async () => {
+    const { ws, user } = await workspace();
+    await editor.save(user, ws, { expectedRevision: 0, set: { OLD: "old-value-one", DOOMED: "doomed-value" } });
+    await editor.save(user, ws, { expectedRevision: 1, set: { OLD: "old-value-two" } });
+    await editor.updateDetails(user, ws, "OLD", { displayName: "The old one" });
+    const before = (await editor.listSecrets(user, ws)).workspaceRevision;
+    await editor.save(user, ws, { expectedRevision: before, delete: ["OLD", "DOOMED"] });
+
+    const trash = await editor.listDeletedSecrets(user, ws);
+    const text = JSON.stringify(trash, (_k, v: unknown) => (typeof v === "bigint" ? String(v) : v));
+    for (const value of ["old-value-one", "old-value-two", "doomed-value"]) assert.ok(!text.includes(value), text);
+    assert.deepEqual(trash.workspaceSecrets.map((d) => d.summary?.key).sort(), ["DOOMED", "OLD"]);
+    assert.deepEqual(trash.personalSecrets, []);
+    const old = trash.workspaceSecrets.find((d) => d.summary?.key === "OLD");
+    const doomed = trash.workspaceSecrets.find((d) => d.summary?.key === "DOOMED");
+    assert.ok(old && doomed && old.deletedId > 0n);
+    assert.equal(old.keptVersions, 2);
+    assert.equal(old.summary?.displayName, "The old one");
+    assert.ok(old.deletedAt && old.purgeAt && timestampDate(old.purgeAt) > timestampDate(old.deletedAt));
+
+    // Restored whole: its details and both versions, on a new revision.
+    const restored = await editor.restoreDeletedSecret(user, ws, old.deletedId);
+    assert.equal(restored.revision, before + 2n);
+    assert.equal(restored.secret?.summary?.key, "OLD");
+    assert.equal(restored.secret?.summary?.displayName, "The old one");
+    let resolution = await executor.resolve(ws, { b: { k: "{{OLD}}" } }, { triggeringUserId: user });
+    assert.deepEqual(resolution.blocks["b"]?.ok && resolution.blocks["b"].inputs, { k: "old-value-two" });
+    await editor.restoreVersion(user, ws, "OLD", 1);
+    resolution = await executor.resolve(ws, { b: { k: "{{OLD}}" } }, { triggeringUserId: user });
+    assert.deepEqual(resolution.blocks["b"]?.ok && resolution.blocks["b"].inputs, { k: "old-value-one" });
+
+    // Purged for good: gone from the trash, and neither call finds it again.
+    await editor.purgeDeletedSecret(user, ws, doomed.deletedId);
+    assert.deepEqual((await editor.listDeletedSecrets(user, ws)).workspaceSecrets, []);
+    await assert.rejects(editor.purgeDeletedSecret(user, ws, doomed.deletedId), NotFound);
+    await assert.rejects(editor.restoreDeletedSecret(user, ws, old.deletedId), NotFound);
+    // Another member's personal trash holds nothing of it.
+    const reader = uid("reader");
+    await directory.putMember(ws, reader, `${reader}@example.com`, "read");
+    await assert.rejects(editor.purgeDeletedSecret(reader, ws, old.deletedId, { scope: "personal" }), NotFound);
+
+    // The expiry: a past time expires it at once and the run fails; null removes it.
+    const past = new Date(Date.now() - 60_000);
+    let details = await editor.updateDetails(user, ws, "OLD", { expiresAt: past });
+    assert.ok(details?.summary?.expiresAt);
+    assert.equal(timestampDate(details.summary.expiresAt).getTime(), past.getTime());
+    assert.equal(details.summary.expired, true);
+    resolution = await executor.resolve(ws, { b: { k: "{{OLD}}" } }, { triggeringUserId: user });
+    const failed = resolution.blocks["b"];
+    assert.ok(failed && !failed.ok);
+    assert.equal(failed.error.code, "SECRET_EXPIRED");
+    const future = new Date(Date.UTC(2999, 0, 1));
+    details = await editor.updateDetails(user, ws, "OLD", { expiresAt: future });
+    assert.equal(details?.summary?.expired, false);
+    assert.equal(details?.summary?.expiresAt && timestampDate(details.summary.expiresAt).getTime(), future.getTime());
+    details = await editor.updateDetails(user, ws, "OLD", { expiresAt: null, description: "kept" });
+    assert.equal(details?.summary?.expiresAt, undefined);
+    assert.equal(details?.summary?.description, "kept");
+    resolution = await executor.resolve(ws, { b: { k: "{{OLD}}" } }, { triggeringUserId: user });
+    assert.ok(resolution.blocks["b"]?.ok);
   });
 
   it("pages the audit log as an async iterator", async () => {
