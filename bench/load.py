@@ -1,14 +1,19 @@
 """The load generator: a separate process that drives the server with grpc.aio over several
 channels. It reads one JSON command per line on stdin and answers one JSON line per command:
 
-    {"mode": "health" | "resolve", "seconds": 3.0, "concurrency": 32, "request": {...}}
+    {"mode": "health" | "resolve" | "resolve-fresh", "seconds": 3.0, "concurrency": 32, "request": {...}}
     -> {"mode": ..., "calls": n, "errors": e, "seconds": s, "latencies_ms": [...sampled...]}
+
+`resolve-fresh` sends the request with blocks the server has never seen: each call's number
+`temperature` (a double) is another, so every call's blocks are new bytes of the same size.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import struct
 import sys
 import time
 from typing import Any
@@ -29,6 +34,16 @@ async def run(command: dict[str, Any], channels: list[grpc.aio.Channel], token: 
     if mode == "resolve":
         request = json_format.ParseDict(command["request"], resolver_pb2.ResolveInputsRequest())
         stubs: list[Any] = [resolver_pb2_grpc.ResolverStub(c).ResolveInputs for c in channels]
+    elif mode == "resolve-fresh":
+        request = fresh_requests(command["request"])
+        stubs = [
+            c.unary_unary(
+                "/secrets.v1.Resolver/ResolveInputs",
+                request_serializer=next,  # each call its own bytes
+                response_deserializer=resolver_pb2.ResolveInputsResponse.FromString,
+            )
+            for c in channels
+        ]
     else:
         request = health_pb2.HealthCheckRequest()
         stubs = [health_pb2_grpc.HealthStub(c).Check for c in channels]
@@ -46,7 +61,7 @@ async def run(command: dict[str, Any], channels: list[grpc.aio.Channel], token: 
                 return
             try:
                 reply = await call(request, metadata=metadata, timeout=10)
-                if mode == "resolve" and any(b.HasField("error") for b in reply.blocks):
+                if mode != "health" and any(b.HasField("error") for b in reply.blocks):
                     errors += 1
             except grpc.aio.AioRpcError:
                 errors += 1
@@ -62,6 +77,17 @@ async def run(command: dict[str, Any], channels: list[grpc.aio.Channel], token: 
         "seconds": elapsed,
         "latencies_ms": [round(x * 1000, 4) for x in latencies],
     }
+
+
+def fresh_requests(request: dict[str, Any]) -> Any:
+    """Serialized requests like `request`, each with another `temperature` (same size)."""
+    message = json_format.ParseDict(request, resolver_pb2.ResolveInputsRequest())
+    marker = 0.123456789
+    (block,) = [b for b in message.blocks if "temperature" in b.inputs.fields]
+    block.inputs["temperature"] = marker
+    data = message.SerializeToString()
+    head, tail = data.split(struct.pack("<d", marker))
+    return (head + struct.pack("<d", n + 0.5) + tail for n in itertools.count())
 
 
 async def main() -> None:

@@ -88,6 +88,8 @@ class Running:
     fresh_tokens: bool = False
     dev_tokens_file: Path | None = None
     _tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    # The resolver's servicer: its plans and how many resolves took the fast path (tests, metrics).
+    resolver: ResolverServicer | None = None
 
     async def stop(self, grace: float = 10.0) -> None:
         """Stops taking calls, lets calls in flight finish (up to `grace` seconds), then closes."""
@@ -356,7 +358,8 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
     add_servicer(server, SecretStoreServicer(editor, trash), SECRET_STORE, budget)
     grants = GrantService(db, GrantCodec(keyring), stopped_grants, pins)
     resolver = ResolverService(db, keys, audit, cache, pins)
-    add_servicer(server, ResolverServicer(RunResolver(resolver, grants), grants), RESOLVER, budget)
+    resolver_servicer = ResolverServicer(RunResolver(resolver, grants), grants)
+    add_servicer(server, resolver_servicer, RESOLVER, budget)
     add_servicer(server, DirectoryServicer(DirectoryService(db, changes)), DIRECTORY, budget)
     add_servicer(server, OperationsServicer(OperationsService(db, keys, audit)), OPERATIONS, budget)
     health_servicer = health_aio.HealthServicer()
@@ -388,6 +391,7 @@ async def start(settings: Settings, *, reuse_port: bool = False) -> Running:
         tokens,
         fresh,
         essentials.dev_tokens_file,
+        resolver=resolver_servicer,
     )
     readiness = Readiness(db, keys, health_servicer)
     await readiness.check()  # right from the start, not a probe interval later

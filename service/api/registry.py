@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -227,11 +227,15 @@ def add_servicer(
     budget: RequestBudget | None = None,
 ) -> None:
     handlers = {}
+    # Methods the servicer answers with bytes it serialized itself, from a request class of its
+    # own (ResolveInputs: service/api/mirror.py); the same handling otherwise.
+    wire: Mapping[str, type[Message]] = getattr(servicer, "WIRE_METHODS", {})
     for method in service.methods:
         implementation = _implementation(servicer, method.name)
+        request_class = wire.get(method.name) or message_factory.GetMessageClass(method.input_type)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             _handled(implementation, method.name) if implementation is not None else _unimplemented(method.name),
-            request_deserializer=_decoder(message_factory.GetMessageClass(method.input_type), budget),
-            response_serializer=_serialize,
+            request_deserializer=_decoder(request_class, budget),
+            response_serializer=None if method.name in wire else _serialize,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))

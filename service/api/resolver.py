@@ -1,4 +1,12 @@
-"""secrets.v1.Resolver: what executors call just before a block runs."""
+"""secrets.v1.Resolver: what executors call just before a block runs.
+
+ResolveInputs takes its request as service/api/mirror.py parses it (the blocks still bytes) and
+answers bytes. Blocks resolved before, whose response frame the resolve cache holds, take the
+fast path (service/api/fastpath.py); everything else the ordinary path below, the reference
+implementation: parse the blocks, copy them into the response, walk and render in place,
+serialize (deterministically: map entries in a fixed order, so that a frame cut from one
+response is the same bytes as the next).
+"""
 
 from __future__ import annotations
 
@@ -6,13 +14,17 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import grpc
+from google.protobuf.message import DecodeError
 
-from service.api import convert
+from service.api import convert, mirror
 from service.api.common import caller
+from service.api.fastpath import PlanCache, cut_frame
 from service.api.inputs import BoundedMemo, PathSizes, Site, Walk, walk_blocks
+from service.app.context import Caller
 from service.app.grants import GrantService
-from service.app.runs import BlockFailure, Reference, RunRequest, RunResolver
-from service.domain.errors import ResourceExhausted
+from service.app.resolver import FrameKeeper
+from service.app.runs import BlockFailure, Reference, Run, RunRequest, RunResolver
+from service.domain.errors import InvalidArgument, ResourceExhausted
 from service.domain.limits import MAX_INPUT_DEPTH, MAX_MESSAGE_BYTES
 from service.gen.secrets.v1 import common_pb2 as common
 from service.gen.secrets.v1 import resolver_pb2 as pb
@@ -47,13 +59,18 @@ _references: BoundedMemo[tuple[str, str, int, int, int, int], bytes] = BoundedMe
 class ResolverServicer(pb_grpc.ResolverServicer):
     """Converts protobuf in and out; the run's rules are service/app/runs.py's."""
 
-    def __init__(self, runs: RunResolver, grants: GrantService) -> None:
+    # Answered with bytes, from the request as the mirror parses it (service/api/registry.py).
+    WIRE_METHODS: Final = {"ResolveInputs": mirror.ResolveInputsRequest}
+
+    def __init__(self, runs: RunResolver, grants: GrantService, plans: PlanCache | None = None) -> None:
         self._runs = runs
         self._grants = grants
+        self.plans = plans if plans is not None else PlanCache()
+        self.fast = 0  # resolves answered by the fast path
 
-    async def ResolveInputs(
-        self, request: pb.ResolveInputsRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.ResolveInputsResponse:
+    async def ResolveInputs(  # type: ignore[override]  # bytes out: WIRE_METHODS
+        self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> bytes:
         who = caller()
         run = await self._runs.start(
             who,
@@ -61,27 +78,41 @@ class ResolverServicer(pb_grpc.ResolverServicer):
                 request.workspace_id,
                 request.workflow_id,
                 request.execution_id,
-                int(request.trigger),
+                request.trigger,
                 request.triggering_user_id,
                 request.workflow_owner_id,
                 request.grant,
                 request.latest_values,
             ),
         )
+        blocks: tuple[bytes, ...] = tuple(request.blocks)
+        # Looked up once the run is authorised, among its own workspace's plans only.
+        plan = self.plans.get(run.workspace_id, blocks)
+        if plan is not None:
+            response = await self._runs.resolve_framed(who, run, plan.keys, plan)
+            if response is not None:
+                self.fast += 1
+                return response
+        return await self._resolve(who, run, request, blocks)
+
+    async def _resolve(self, who: Caller, run: Run, request: Any, blocks: tuple[bytes, ...]) -> bytes:
+        """The ordinary path; it also makes the plan and the frame of blocks seen again."""
         response = pb.ResolveInputsResponse(run_user_id=run.run_user_id)
-        for block in request.blocks:
+        for block in _parse_blocks(request, blocks):
             # The response starts as a copy of the inputs; only strings with references change.
             response.blocks.add(block_id=block.block_id).inputs.CopyFrom(block.inputs)
         walk = walk_blocks([(b.block_id, b.inputs) for b in response.blocks])
-        await self._runs.resolve(
-            who,
-            run,
-            walk.keys,
-            [b.block_id for b in response.blocks],
-            walk.sites,
-            _ResponseWriter(response, walk),
-        )
-        return response
+        writer = _ResponseWriter(response, walk)
+        await self._runs.resolve(who, run, walk.keys, [b.block_id for b in response.blocks], walk.sites, writer)
+        data = response.SerializeToString(deterministic=True)
+        keeper = writer.keeper
+        if keeper is not None:
+            plan = self.plans.learn(run.workspace_id, blocks, walk.keys)
+            if plan is not None:
+                frame = cut_frame(data, walk.sites, writer.texts, keeper.keys)
+                if frame is not None:
+                    keeper.attach(plan.frame_name, frame, frame.size)
+        return data
 
     async def IssueRunGrant(
         self, request: pb.IssueRunGrantRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -110,6 +141,20 @@ class ResolverServicer(pb_grpc.ResolverServicer):
     async def EndRun(self, request: pb.EndRunRequest, context: grpc.aio.ServicerContext[Any, Any]) -> pb.EndRunResponse:
         ended = await self._grants.end_run(caller(), request.workspace_id, request.execution_id)
         return pb.EndRunResponse(grants_ended=ended)
+
+
+def _parse_blocks(request: Any, blocks: Sequence[bytes]) -> list[common.BlockInputs]:
+    """The request's blocks as messages; InvalidArgument as the registry words it for a request
+    that does not decode (the error protobuf gives for the whole request)."""
+    try:
+        return [common.BlockInputs.FromString(block) for block in blocks]
+    except DecodeError:
+        pass
+    try:
+        pb.ResolveInputsRequest.FromString(request.SerializeToString())
+    except DecodeError as exc:
+        raise InvalidArgument(f"the request could not be decoded: {exc}") from None
+    raise InvalidArgument("the request could not be decoded: a block is malformed")
 
 
 def _too_large(size: int) -> ResourceExhausted:
@@ -180,15 +225,22 @@ def _check_response_size(
 class _ResponseWriter:
     """The run's result written into the protobuf response (the port app/runs.py writes to)."""
 
-    __slots__ = ("measure_after", "response", "walk")
+    __slots__ = ("keeper", "measure_after", "response", "texts", "walk")
 
     def __init__(self, response: pb.ResolveInputsResponse, walk: Walk) -> None:
         self.response = response
         self.walk = walk
         self.measure_after = False
+        # For the frame of this response (service/api/fastpath.py), while the call lasts.
+        self.texts: Mapping[str, str] = {}
+        self.keeper: FrameKeeper | None = None
 
     def check_size(self, failures: Sequence[BlockFailure | None], texts: Mapping[str, str]) -> None:
+        self.texts = texts
         self.measure_after = _check_response_size(self.response, self.walk, failures, texts)
+
+    def keep(self, keeper: FrameKeeper) -> None:
+        self.keeper = keeper
 
     def fail_block(self, index: int, failure: BlockFailure) -> None:
         result = self.response.blocks[index]

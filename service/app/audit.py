@@ -69,6 +69,7 @@ def clean_record(event: repo.AuditRecord) -> repo.AuditRecord:
         execution_id=_clean_text(event.execution_id),
         detail=_clean_text(event.detail),
         keys=tuple((_clean_text(k), s, v) for k, s, v in event.keys),
+        keys_json="",  # made again from the cleaned keys
     )
 
 
@@ -77,12 +78,18 @@ def clean_record(event: repo.AuditRecord) -> repo.AuditRecord:
 _INTERRUPTED: tuple[type[BaseException], ...] = (asyncio.CancelledError, *UNAVAILABLE_ERRORS)
 
 
-def record_bytes(event: repo.AuditRecord) -> int:
+def record_bytes(event: repo.AuditRecord, keys_bytes: int | None = None) -> int:
     """An upper bound of what a pending event holds: its texts at 4 bytes a character (the most
-    Python stores), each key's entry, and the objects around them."""
+    Python stores), each key's entry, and the objects around them. `keys_bytes`: the share of
+    its keys and secret ids (`event_keys_bytes`), when the caller has it already."""
     texts = (event.principal, event.action, event.outcome, event.user_id, event.workspace_id)
     size = 4 * (sum(map(len, texts)) + len(event.execution_id) + len(event.detail) + len(event.workflow_id))
-    return 400 + size + sum(4 * len(key) + 120 for key, _, _ in event.keys) + 40 * len(event.secret_ids)
+    return 400 + size + (event_keys_bytes(event.keys, event.secret_ids) if keys_bytes is None else keys_bytes)
+
+
+def event_keys_bytes(keys: Sequence[tuple[str, int, int]], secret_ids: Sequence[int]) -> int:
+    """record_bytes' share of an event's keys and secret ids."""
+    return sum(4 * len(key) + 120 for key, _, _ in keys) + 40 * len(secret_ids)
 
 
 def _name(exc: BaseException) -> str:
@@ -116,8 +123,9 @@ class AuditBuffer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-buffer")
 
-    def add(self, event: repo.AuditRecord) -> None:
-        size = record_bytes(event)
+    def add(self, event: repo.AuditRecord, keys_bytes: int | None = None) -> None:
+        """Buffers an event; `keys_bytes` as record_bytes takes it."""
+        size = record_bytes(event, keys_bytes)
         if len(self._pending) >= self._max_pending or self.pending_bytes + size > self._max_pending_bytes:
             # Bounded: with the database gone for long, memory must not grow without limit.
             self.dropped += 1

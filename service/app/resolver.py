@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import Final
 
-from service.app.audit import AuditBuffer
-from service.app.cache import ResolveCache
+from service.app.audit import AuditBuffer, event_keys_bytes
+from service.app.cache import Kept, ResolveCache
 from service.app.context import Caller
 from service.app.keys import DataKeys, SecretDataLoss, data_loss
 from service.app.pins import Pin, RunPins
@@ -57,6 +58,56 @@ class Planned:
 # What a resolve of one (workspace, run user, keys) needs, decided once per database read and
 # kept in the resolve cache; only sealed bytes, never a value.
 ResolvePlan = dict[str, Planned]
+
+
+@dataclass(frozen=True, slots=True)
+class AuditKeys:
+    """What the audit event of a resolve served wholly from one resolve-cache entry lists: the
+    same for every such resolve, so built once per entry (names, scopes, versions, secret ids)."""
+
+    keys: tuple[tuple[str, int, int], ...]
+    keys_json: str
+    secret_ids: tuple[int, ...]
+    size: int  # their share of a pending event's bytes (service/app/audit.py event_keys_bytes)
+
+
+@dataclass(frozen=True, slots=True)
+class FrameKeeper:
+    """A resolve-cache entry that served a whole resolve, every key from its plan: what the
+    servicer derives from that resolve's response (service/api/fastpath.py) may be attached to
+    it (`attach(name, value, size)`) and is dropped with it. `keys` is the order in which
+    `ResolverService.open_framed` hands over the entry's values."""
+
+    keys: tuple[str, ...]
+    attach: Callable[[Hashable, object, int], bool]
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class Framed:
+    """The fast path's resolve (`ResolverService.open_framed`): the attachment asked for, each
+    key's value (its UTF-8 bytes) in FrameKeeper.keys order, and the audit event's keys. Its
+    repr shows no value."""
+
+    frame: object
+    values: list[bytes]
+    audit: AuditKeys
+
+    def __repr__(self) -> str:
+        return f"Framed({len(self.values)} values: ***)"
+
+
+@dataclass(frozen=True, slots=True)
+class _Openers:
+    """What the fast path needs of a resolve-cache entry whose every key resolved, made once
+    per entry: (tenant, key, version, sealed value) of each key in plan order, and the audit
+    event's keys."""
+
+    sealed: tuple[tuple[Tenant, str, int, SealedParts], ...]
+    audit: AuditKeys
+
+
+# The name of the _Openers attachment on a resolve-cache entry.
+_OPENERS: Final = ("openers",)
 
 
 def plan_resolve(
@@ -113,25 +164,27 @@ class ResolverService:
         self._cache = cache
         self._pins = pins if pins is not None else RunPins()
 
-    async def _plan(self, workspace_id: str, run_user_id: str, keys: Sequence[str]) -> ResolvePlan:
-        """Everything the resolve needs, from one round trip, or from the cache."""
+    async def _plan(
+        self, workspace_id: str, run_user_id: str, keys: Sequence[str]
+    ) -> tuple[ResolvePlan, Kept[ResolvePlan] | None]:
+        """Everything the resolve needs, from one round trip, or from the cache; and the cache
+        entry it is (None when it is not cached)."""
         cache_key = self._cache.key(workspace_id, run_user_id, keys)
-        plan = self._cache.get(cache_key)
-        if plan is None:
-            epoch = self._cache.epoch
-            async with self._db.connection() as conn:
-                snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys)
-            now = time.time()
-            plan = plan_resolve(snapshot, workspace_id, run_user_id, keys, now)
-            size = sum(p.size + len(k) + 300 for k, p in plan.items())  # 300: the objects around them
-            # Decided as of now: the entry must not outlive the first expiry still to come.
-            expiring = [e for row in snapshot.rows if (e := row.candidate.expires_at) is not None and e > now]
-            self._cache.put(cache_key, plan, epoch, size, ttl=min(expiring) - now if expiring else None)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "resolve plan for %s / %s: %s", workspace_id, run_user_id, [p.decision for p in plan.values()]
-                )
-        return plan
+        kept = self._cache.kept(cache_key)
+        if kept is not None:
+            return kept.plan, kept
+        epoch = self._cache.epoch
+        async with self._db.connection() as conn:
+            snapshot = await repo.fetch_for_resolve(conn, workspace_id, run_user_id, keys)
+        now = time.time()
+        plan = plan_resolve(snapshot, workspace_id, run_user_id, keys, now)
+        size = sum(p.size + len(k) + 300 for k, p in plan.items())  # 300: the objects around them
+        # Decided as of now: the entry must not outlive the first expiry still to come.
+        expiring = [e for row in snapshot.rows if (e := row.candidate.expires_at) is not None and e > now]
+        kept = self._cache.put(cache_key, plan, epoch, size, ttl=min(expiring) - now if expiring else None)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("resolve plan for %s / %s: %s", workspace_id, run_user_id, [p.decision for p in plan.values()])
+        return plan, kept
 
     async def resolve_keys(
         self,
@@ -143,10 +196,25 @@ class ResolverService:
     ) -> dict[str, KeyOutcome]:
         """What each key resolves to for the run: with an execution id (and not `latest_values`),
         the versions the execution pinned (service/app/pins.py), else the newest."""
-        plan = await self._plan(workspace_id, run_user_id, keys)
+        outcomes, _ = await self.resolve_keys_kept(workspace_id, run_user_id, keys, execution_id, latest_values)
+        return outcomes
+
+    async def resolve_keys_kept(
+        self,
+        workspace_id: str,
+        run_user_id: str,
+        keys: Sequence[str],
+        execution_id: str = "",
+        latest_values: bool = False,
+    ) -> tuple[dict[str, KeyOutcome], FrameKeeper | None]:
+        """`resolve_keys`, and the resolve-cache entry that served it when every key resolved,
+        each as the entry decided (no pin of the run chose otherwise); else None."""
+        plan, kept = await self._plan(workspace_id, run_user_id, keys)
         outcomes: dict[str, KeyOutcome] = {}
         if execution_id and not latest_values:
             outcomes = await self._pinned(plan, workspace_id, execution_id, run_user_id)
+        if outcomes:
+            kept = None  # a pin chose another version than the entry's
         for key, planned in plan.items():
             if key in outcomes:
                 continue
@@ -155,10 +223,57 @@ class ResolverService:
             if chosen is not None and planned.tenant is not None:
                 if planned.prepared is None:
                     raise data_loss(key, chosen.version)
-                value = await self._keys.open_parts(planned.tenant, key, chosen.version, planned.prepared)
+                value = self._keys.open_cached(planned.tenant, key, chosen.version, planned.prepared)
+                if value is None:  # the tenant's data key is not in memory (yet, or any more)
+                    value = await self._keys.open_parts(planned.tenant, key, chosen.version, planned.prepared)
+            else:
+                kept = None  # a key that does not resolve
             outcomes[key] = KeyOutcome(planned.decision, value, planned.secret_id)
         log.debug("resolved %s", outcomes)  # KeyOutcome holds SecretValues: they print as ***
-        return outcomes
+        return outcomes, (FrameKeeper(tuple(plan), kept.attach) if kept is not None else None)
+
+    async def open_framed(
+        self,
+        workspace_id: str,
+        run_user_id: str,
+        keys: Sequence[str],
+        execution_id: str,
+        latest_values: bool,
+        frame_name: Hashable,
+    ) -> Framed | None:
+        """The fast path of a resolve (service/api/fastpath.py): when the resolve cache holds
+        the keys' entry, the entry carries the attachment `frame_name` (which a whole resolve
+        from that entry attached through its FrameKeeper) and the run's pins all chose what the
+        entry did, opens every key's value, in FrameKeeper.keys order. None otherwise, before any
+        value is opened: the caller then takes the ordinary path. DataLoss as `resolve_keys`."""
+        kept = self._cache.kept(self._cache.key(workspace_id, run_user_id, keys))
+        if kept is None:
+            return None
+        frame = kept.attachment(frame_name)
+        if frame is None:
+            return None
+        plan = kept.plan
+        if execution_id and not latest_values and await self._pinned(plan, workspace_id, execution_id, run_user_id):
+            return None
+        openers = kept.attachment(_OPENERS)
+        if not isinstance(openers, _Openers):
+            sealed = []
+            for key, planned in plan.items():
+                chosen = planned.decision.chosen
+                if chosen is None or planned.tenant is None:
+                    return None  # never so once a frame is attached: every key resolved then
+                if planned.prepared is None:
+                    raise data_loss(key, chosen.version)
+                sealed.append((planned.tenant, key, chosen.version, planned.prepared))
+            openers = _Openers(tuple(sealed), _audit_keys(plan))
+            kept.attach(_OPENERS, openers, 400 + 200 * len(sealed) + 5 * len(openers.audit.keys_json))
+        values = self._keys.open_all_cached(openers.sealed)
+        if values is None:  # a tenant's data key is not in memory (yet, or any more)
+            values = [
+                (await self._keys.open_parts(tenant, key, version, prepared)).encode()
+                for tenant, key, version, prepared in openers.sealed
+            ]
+        return Framed(frame, values, openers.audit)
 
     async def _pinned(
         self, plan: ResolvePlan, workspace_id: str, execution_id: str, run_user_id: str
@@ -289,6 +404,39 @@ class ResolverService:
             )
         )
 
+    def record_framed(
+        self,
+        caller: Caller,
+        workspace_id: str,
+        run_user_id: str,
+        execution_id: str,
+        audit: AuditKeys,
+        grant_id: str = "",
+        workflow_id: str = "",
+        *,
+        trigger: int = 0,
+    ) -> None:
+        """`record` for a resolve served by `open_framed`: every key resolved as the cache entry
+        decided, so the keys (and their JSON) are the entry's, built once."""
+        self._audit.add(
+            repo.AuditRecord(
+                principal=caller.principal,
+                user_id=run_user_id,
+                workspace_id=workspace_id,
+                action="inputs.resolve",
+                outcome="ok",
+                keys=audit.keys,
+                execution_id=execution_id,
+                detail=f"grant {grant_id}" if grant_id else "",
+                at=datetime.now(UTC),
+                workflow_id=workflow_id,
+                secret_ids=audit.secret_ids,
+                trigger=trigger,
+                keys_json=audit.keys_json,
+            ),
+            audit.size,
+        )
+
     def record_data_loss(
         self,
         caller: Caller,
@@ -319,3 +467,13 @@ class ResolverService:
                 failed_keys=failed,
             )
         )
+
+
+def _audit_keys(plan: ResolvePlan) -> AuditKeys:
+    """The audit event's keys for a resolve in which every key resolved as `plan` decided (what
+    `record` lists for such a resolve, in the same order)."""
+    keys = tuple(
+        (key, int(chosen.scope), chosen.version) for key, p in plan.items() if (chosen := p.decision.chosen) is not None
+    )
+    secret_ids = tuple(p.secret_id for p in plan.values() if p.secret_id)
+    return AuditKeys(keys, repo.audit_keys_json(keys), secret_ids, event_keys_bytes(keys, secret_ids))

@@ -19,13 +19,13 @@ all come from service/domain.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from service.app.context import Caller
 from service.app.grants import Grant, GrantService
-from service.app.resolver import KeyOutcome, ResolverService
+from service.app.resolver import FrameKeeper, KeyOutcome, ResolverService
 from service.domain.errors import DataLoss, PermissionDenied
 from service.domain.keys import require_id
 from service.domain.model import BlockErrorCode, Trigger
@@ -79,6 +79,24 @@ class ResolvedInputs(Protocol[SiteT_contra]):
 
     def finish(self) -> None:
         """Raises ResourceExhausted when the response, now built, is too large to send."""
+
+    def keep(self, keeper: FrameKeeper) -> None:
+        """Called after `finish` when every block resolved, every key as one resolve-cache
+        entry decided: what the servicer derives from this response may be kept with that entry
+        (the response frames of the fast path, `RunResolver.resolve_framed`)."""
+
+
+class FramedInputs(Protocol):
+    """The fast path's port: the servicer's response, made from a frame it attached to the
+    resolve-cache entry (FrameKeeper) and the values of the entry's keys."""
+
+    @property
+    def frame_name(self) -> Hashable:
+        """The name the frame was attached under."""
+
+    def render(self, frame: object, values: Sequence[bytes]) -> bytes | None:
+        """The response, with `values` (each value's UTF-8 bytes) where the frame has their
+        places; None when the frame does not fit them (the call then takes the ordinary path)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,27 +201,16 @@ class RunResolver:
     ) -> None:
         """Resolves every block of the run into `out` and buffers the audit event."""
         grant = run.grant
-        if grant is not None and grant.keys is not None and not grant.keys.issuperset(keys):
-            outside = sorted(set(keys) - grant.keys)
-            shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
-            raise PermissionDenied(f"the run grant {grant.id} does not allow key(s) {shown}")
+        _check_grant_keys(grant, keys)
         outcomes: dict[str, KeyOutcome] = {}
+        keeper: FrameKeeper | None = None
         if keys:
             try:
-                outcomes = await self._resolver.resolve_keys(
+                outcomes, keeper = await self._resolver.resolve_keys_kept(
                     run.workspace_id, run.run_user_id, keys, run.execution_id, run.latest_values
                 )
             except DataLoss as exc:
-                # Audited too: a value that fails authentication is what an investigator looks for.
-                self._resolver.record_data_loss(
-                    caller,
-                    run.workspace_id,
-                    run.run_user_id,
-                    run.execution_id,
-                    exc,
-                    workflow_id=run.workflow_id,
-                    trigger=run.trigger,
-                )
+                self._record_data_loss(caller, run, exc)
                 raise
         # Each value revealed once per call, however many places use it.
         texts = {key: o.value.reveal() for key, o in outcomes.items() if o.value is not None}
@@ -241,6 +248,60 @@ class RunResolver:
                 trigger=run.trigger,
                 failed_keys=[(k, int(o.decision.error)) for k, o in outcomes.items() if o.decision.error is not None],
             )
+        if keeper is not None and not failed:
+            out.keep(keeper)
+
+    async def resolve_framed(self, caller: Caller, run: Run, keys: Sequence[str], out: FramedInputs) -> bytes | None:
+        """The fast path of `resolve`, for blocks whose every key resolved from the same
+        resolve-cache entry before and whose response the servicer kept with it as a frame
+        (ResolvedInputs.keep): the same checks (the grant's keys), the values opened, the
+        response made by `out` from its frame, the same audit event. None, with nothing
+        recorded, whenever anything differs (no entry, no frame, a pin that chose another
+        version, a frame that does not fit): the caller then takes `resolve`."""
+        _check_grant_keys(run.grant, keys)
+        try:
+            framed = await self._resolver.open_framed(
+                run.workspace_id, run.run_user_id, keys, run.execution_id, run.latest_values, out.frame_name
+            )
+        except DataLoss as exc:
+            self._record_data_loss(caller, run, exc)
+            raise
+        if framed is None:
+            return None
+        response = out.render(framed.frame, framed.values)
+        if response is None:
+            return None
+        self._resolver.record_framed(
+            caller,
+            run.workspace_id,
+            run.run_user_id,
+            run.execution_id,
+            framed.audit,
+            run.grant.id if run.grant is not None else "",
+            run.workflow_id,
+            trigger=run.trigger,
+        )
+        return response
+
+    def _record_data_loss(self, caller: Caller, run: Run, exc: DataLoss) -> None:
+        # Audited too: a value that fails authentication is what an investigator looks for.
+        self._resolver.record_data_loss(
+            caller,
+            run.workspace_id,
+            run.run_user_id,
+            run.execution_id,
+            exc,
+            workflow_id=run.workflow_id,
+            trigger=run.trigger,
+        )
+
+
+def _check_grant_keys(grant: Grant | None, keys: Sequence[str]) -> None:
+    """PermissionDenied when the run's grant names its keys and `keys` go beyond them."""
+    if grant is not None and grant.keys is not None and not grant.keys.issuperset(keys):
+        outside = sorted(set(keys) - grant.keys)
+        shown = ", ".join(outside[:5]) + (f" and {len(outside) - 5} more" if len(outside) > 5 else "")
+        raise PermissionDenied(f"the run grant {grant.id} does not allow key(s) {shown}")
 
 
 def _first_failure(

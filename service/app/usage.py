@@ -36,6 +36,25 @@ PRUNE_BATCH = 5000
 PRUNE_ROUNDS = 20
 
 
+class _Resolves:
+    """The resolves of one batch by one workflow that used the same secrets: how many, the first
+    and last time, and the last one's execution."""
+
+    __slots__ = ("count", "first", "last", "last_execution_id")
+
+    def __init__(self, at: datetime, execution_id: str) -> None:
+        self.count = 1
+        self.first = self.last = at
+        self.last_execution_id = execution_id
+
+    def add(self, at: datetime, execution_id: str) -> None:
+        self.count += 1
+        if at >= self.last:
+            self.last, self.last_execution_id = at, execution_id
+        elif at < self.first:
+            self.first = at
+
+
 class UsageRecorder:
     """Sums resolve events into usage, and writes the sums once per audit batch."""
 
@@ -53,12 +72,27 @@ class UsageRecorder:
         events other than resolves, carry no secret ids and count nothing)."""
         tally = self._pending
         now: datetime | None = None
+        # A batch holds the same workflows' resolves of the same secrets again and again: they
+        # are counted per (workflow, secrets) first, then added to the tally once per group
+        # (per resolve only for a group whose resolves fall on two UTC days).
+        groups: dict[tuple[str, tuple[int, ...]], _Resolves] = {}
         for event in events:
             if event.secret_ids:
                 at = event.at
                 if at is None:
                     at = now = now or datetime.now(UTC)
-                tally.add(event.workflow_id, event.execution_id, at, event.secret_ids)
+                group = groups.get((event.workflow_id, event.secret_ids))
+                if group is None:
+                    groups[(event.workflow_id, event.secret_ids)] = _Resolves(at, event.execution_id)
+                else:
+                    group.add(at, event.execution_id)
+        for (workflow_id, secret_ids), group in groups.items():
+            if group.first.astimezone(UTC).date() == group.last.astimezone(UTC).date():
+                tally.add(workflow_id, group.last_execution_id, group.last, secret_ids, group.count)
+                continue
+            for event in events:  # rare: the batch spans midnight (UTC)
+                if event.workflow_id == workflow_id and event.secret_ids == secret_ids:
+                    tally.add(workflow_id, event.execution_id, event.at or group.last, secret_ids)
 
     async def flush(self) -> None:
         """Writes what is pending. Kept for the next flush when the database is away; dropped

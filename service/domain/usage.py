@@ -52,11 +52,14 @@ class UsageTally:
     def __len__(self) -> int:
         return len(self.last)
 
-    def add(self, workflow_id: str, execution_id: str, at: datetime, secret_ids: Iterable[int]) -> None:
-        """One resolve: each secret it used counts one use, whatever its number of references."""
+    def add(
+        self, workflow_id: str, execution_id: str, at: datetime, secret_ids: Iterable[int], resolves: int = 1
+    ) -> None:
+        """One resolve (or `resolves` of them, all on the UTC day of `at`, the last one at `at` by
+        `execution_id`): each secret it used counts one use, whatever its number of references."""
         day = at.astimezone(UTC).date()
         for secret_id in secret_ids:
-            self._count(secret_id, workflow_id, at, execution_id, day, 1)
+            self._count(secret_id, workflow_id, at, execution_id, day, resolves)
 
     def _count(self, secret_id: int, workflow_id: str, at: datetime, execution_id: str, day: date, uses: int) -> None:
         pair = (secret_id, workflow_id)
