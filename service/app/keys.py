@@ -344,23 +344,29 @@ class DataKeys:
             raise data_loss(key, version) from None
         return await self.open_parts(tenant, key, version, prepared)
 
-    def open_all_cached(self, sealed: Sequence[tuple[Tenant, str, int, SealedParts]]) -> list[bytes] | None:
-        """The plaintexts, as the UTF-8 bytes they were sealed from, of (tenant, key, version,
-        sealed value) each, when every data key they need is in memory; None when one is not.
-        DataLoss as `open_parts`. For the fast path of a resolve (service/app/resolver.py
-        open_framed): the values of a resolve-cache entry, opened as `open_parts` opened (and
-        checked) them when the entry first served."""
+    def open_batch(self, batch: SealedBatch) -> list[bytes] | None:
+        """The plaintexts of a batch, as the UTF-8 bytes they were sealed from, in its order, when
+        every data key it needs is in memory; None when one is not. DataLoss as `open_parts`.
+        For the fast path of a resolve (service/app/resolver.py open_framed): the values of a
+        resolve-cache entry, which `open_parts` opened (and checked) when the entry first served."""
+        opened: list[bytes] = [b""] * len(batch.names)
         tenants = self._cache
-        opened: list[bytes] = []
-        for tenant, key, version, prepared in sealed:
+        for tenant, generation, positions, parts in batch.groups:
             entry = tenants.get(tenant)
-            data_key = entry.by_generation.get(prepared.generation) if entry is not None else None
+            data_key = entry.by_generation.get(generation) if entry is not None else None
             if data_key is None:
                 return None
             try:
-                opened.append(data_key.aead.decrypt_split(prepared.nonce, prepared.body, prepared.associated_data))
+                plaintexts = data_key.aead.decrypt_many(parts)
             except IntegrityError:
-                raise data_loss(key, version) from None
+                for position, (nonce, body, ad) in zip(positions, parts, strict=True):
+                    try:
+                        data_key.aead.decrypt_split(nonce, body, ad)
+                    except IntegrityError:
+                        raise data_loss(*batch.names[position]) from None
+                raise
+            for position, plaintext in zip(positions, plaintexts, strict=True):
+                opened[position] = plaintext
         return opened
 
     def open_cached(self, tenant: Tenant, key: str, version: int, prepared: SealedParts) -> SecretValue | None:
@@ -407,6 +413,26 @@ async def verify_keyring(db: Database, keyring: WatchedFile[Keyring], use: KeyUs
         use = keyring.use
     if use is not None:
         use.learn(in_use, recorded)
+
+
+class SealedBatch:
+    """Sealed values taken apart for opening together (DataKeys.open_batch): grouped by the data
+    key they need, (tenant, generation, their places in the batch, (nonce, body, associated
+    data) of each), and the (key, version) of each, in the batch's order."""
+
+    __slots__ = ("groups", "names")
+
+    def __init__(self, sealed: Sequence[tuple[Tenant, str, int, SealedParts]]) -> None:
+        by_key: dict[tuple[Tenant, int], tuple[list[int], list[tuple[bytes, bytes, bytes]]]] = {}
+        for position, (tenant, _, _, prepared) in enumerate(sealed):
+            positions, parts = by_key.setdefault((tenant, prepared.generation), ([], []))
+            positions.append(position)
+            parts.append((prepared.nonce, prepared.body, prepared.associated_data))
+        self.groups = tuple(
+            (tenant, generation, tuple(positions), tuple(parts))
+            for (tenant, generation), (positions, parts) in by_key.items()
+        )
+        self.names = tuple((key, version) for _, key, version, _ in sealed)
 
 
 class SecretDataLoss(DataLoss):

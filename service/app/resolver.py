@@ -8,12 +8,12 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Final
+from typing import Final, NamedTuple
 
 from service.app.audit import AuditBuffer, event_keys_bytes
 from service.app.cache import Kept, ResolveCache
 from service.app.context import Caller
-from service.app.keys import DataKeys, SecretDataLoss, data_loss
+from service.app.keys import DataKeys, SealedBatch, SecretDataLoss, data_loss
 from service.app.pins import Pin, RunPins
 from service.crypto.aead import IntegrityError
 from service.crypto.envelope import SealedParts, split_sealed
@@ -82,8 +82,7 @@ class FrameKeeper:
     attach: Callable[[Hashable, object, int], bool]
 
 
-@dataclass(frozen=True, slots=True, repr=False)
-class Framed:
+class Framed(NamedTuple):
     """The fast path's resolve (`ResolverService.open_framed`): the attachment asked for, each
     key's value (its UTF-8 bytes) in FrameKeeper.keys order, and the audit event's keys. Its
     repr shows no value."""
@@ -96,14 +95,21 @@ class Framed:
         return f"Framed({len(self.values)} values: ***)"
 
 
-@dataclass(frozen=True, slots=True)
 class _Openers:
     """What the fast path needs of a resolve-cache entry whose every key resolved, made once
-    per entry: (tenant, key, version, sealed value) of each key in plan order, and the audit
-    event's keys."""
+    per entry: (tenant, key, version, sealed value) of each key in plan order, the audit event's
+    keys, and the last run whose pins were found to be the entry's choices (`pins_seen`)."""
 
-    sealed: tuple[tuple[Tenant, str, int, SealedParts], ...]
-    audit: AuditKeys
+    __slots__ = ("audit", "batch", "pins_seen", "sealed")
+
+    def __init__(self, sealed: tuple[tuple[Tenant, str, int, SealedParts], ...], audit: AuditKeys) -> None:
+        self.sealed = sealed
+        self.batch = SealedBatch(sealed)
+        self.audit = audit
+        # (workspace, execution, run user, that run's map of pins as RunPins held it, how many
+        # pins it held, the first of their expiries): while RunPins still holds that very map,
+        # as large, and none of its pins has expired, every pin is still the one seen.
+        self.pins_seen: tuple[str, str, str, object, int, float] | None = None
 
 
 # The name of the _Openers attachment on a resolve-cache entry.
@@ -253,9 +259,25 @@ class ResolverService:
         if frame is None:
             return None
         plan = kept.plan
-        if execution_id and not latest_values and await self._pinned(plan, workspace_id, execution_id, run_user_id):
-            return None
         openers = kept.attachment(_OPENERS)
+        if execution_id and not latest_values:
+            seen = openers.pins_seen if isinstance(openers, _Openers) else None
+            local = self._pins.get(workspace_id, execution_id, run_user_id)
+            if (
+                seen is None
+                or local is None
+                or seen[3] is not local
+                or seen[4] != len(local)
+                or seen[5] <= time.time()
+                or seen[:3] != (workspace_id, execution_id, run_user_id)
+            ):
+                if await self._pinned(plan, workspace_id, execution_id, run_user_id):
+                    return None
+                if isinstance(openers, _Openers):
+                    local = self._pins.get(workspace_id, execution_id, run_user_id)
+                    if local is not None and all(key in local for key in plan):
+                        first = min(pin.expires_at for pin in local.values())
+                        openers.pins_seen = (workspace_id, execution_id, run_user_id, local, len(local), first)
         if not isinstance(openers, _Openers):
             sealed = []
             for key, planned in plan.items():
@@ -266,8 +288,8 @@ class ResolverService:
                     raise data_loss(key, chosen.version)
                 sealed.append((planned.tenant, key, chosen.version, planned.prepared))
             openers = _Openers(tuple(sealed), _audit_keys(plan))
-            kept.attach(_OPENERS, openers, 400 + 200 * len(sealed) + 5 * len(openers.audit.keys_json))
-        values = self._keys.open_all_cached(openers.sealed)
+            kept.attach(_OPENERS, openers, 600 + 400 * len(sealed) + 5 * len(openers.audit.keys_json))
+        values = self._keys.open_batch(openers.batch)
         if values is None:  # a tenant's data key is not in memory (yet, or any more)
             values = [
                 (await self._keys.open_parts(tenant, key, version, prepared)).encode()

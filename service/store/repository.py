@@ -605,7 +605,9 @@ async def fetch_for_resolve(
 # Audit
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: every resolve makes one, and a frozen dataclass of this many fields costs several
+# times as much to make (each field set through object.__setattr__). Nothing changes one once made.
+@dataclass(slots=True)
 class AuditRecord:
     principal: str
     action: str
