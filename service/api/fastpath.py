@@ -70,7 +70,8 @@ class Frame:
         self.pieces = pieces
         self.slots = slots
         self.lengths = lengths
-        self.size = 200 + sum(_PIECE_BYTES + len(p) for p in pieces if p is not None) + 80 * len(slots)
+        # Counted with its name and place on the entry (service/app/cache.py), the lists and tuples.
+        self.size = 800 + sum(_PIECE_BYTES + len(p) for p in pieces if p is not None) + 120 * len(slots)
 
 
 class Plan:

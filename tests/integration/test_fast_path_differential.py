@@ -498,3 +498,32 @@ async def test_a_frame_that_does_not_fit_is_not_used(world: World) -> None:
 def test_plan_is_the_fast_path_port() -> None:
     plan = Plan(1, ("A",), 100)
     assert plan.render(object(), []) is None
+
+
+async def test_no_value_in_any_plan_or_frame(world: World) -> None:
+    """What the fast path keeps (plans, frames, the openers and audit keys on cache entries)
+    holds names, lengths and sealed bytes, never a value."""
+    data = world.request([*bench_blocks(), ("u", {"v": "{{U}} and {{E}}"})], execution=uid("exec"))
+    await world.thrice(data, fast=True)
+    values = [f"workspace-value-{i}-" + "x" * i for i in range(5)] + [f"personal-value-{i}" for i in range(5)]
+    values += [UNICODE_VALUE]
+    needles = [v.encode() for v in values]
+    kept: list[bytes] = []
+    frames = 0
+    for entry in entries(world.server).values():
+        for attachment, _ in (entry.attached or {}).values():
+            if isinstance(attachment, Frame):
+                frames += 1
+                kept += [p for p in attachment.pieces if p is not None]
+            else:
+                kept.append(repr(vars(attachment) if hasattr(attachment, "__dict__") else attachment).encode())
+                for name in getattr(attachment, "__slots__", ()):
+                    kept.append(repr(getattr(attachment, name, None)).encode())
+    for workspace in world.resolver.plans._workspaces.values():
+        for blocks, plan in workspace.plans.items():
+            kept += list(blocks)
+            kept.append(repr((plan.keys, plan.frame_name)).encode())
+    assert frames and kept
+    assert not any(v in data for v in needles)  # (no input holds a value either)
+    found = [v for v in needles if any(v in k for k in kept)]
+    assert not found, "a value is kept by the fast path"
