@@ -14,6 +14,10 @@ Requests are also held to a budget of bytes in flight (`RequestBudget`): gRPC ha
 before any handler runs, and parsing it costs a few times its size again, so 150 concurrent 4 MiB
 saves from a caller with no rights at all once took the server past 1.5 GB. Past the budget a
 request is not parsed; the call is answered RESOURCE_EXHAUSTED at once.
+
+A servicer may name methods in `WIRE_METHODS` (method name -> request class): those are decoded
+into that class instead (ResolveInputs: service/api/mirror.py, its blocks left as bytes) and
+answer bytes the servicer serialized itself, with the same handling and budget as every method.
 """
 
 from __future__ import annotations

@@ -15,6 +15,13 @@ would make a resolve slow, so this module receives the walk's sites (anything wi
 and a `path`) and writes its result through the `ResolvedInputs` port, which the servicer
 implements on the protobuf response. The rules the walk applies (templates, limits, the id rule)
 all come from service/domain.
+
+`RunResolver.resolve_framed` is the fast path of the same use case (issue 15): for blocks whose
+every key resolved from one resolve-cache entry before, and whose response the servicer kept
+with that entry as a frame (ResolvedInputs.keep), it checks the grant's keys and the run's pins
+as `resolve` does, opens the values, has the servicer join them into the frame (FramedInputs)
+and buffers the same audit event; whenever anything differs it answers None, having recorded
+nothing, and the servicer takes `resolve`. The decisions stay here on both paths.
 """
 
 from __future__ import annotations
