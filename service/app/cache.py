@@ -121,16 +121,20 @@ class ResolveCache(Generic[T]):
         self.hits += 1
         return entry.plan
 
-    def kept(self, key: CacheKey) -> Kept[T] | None:
-        """`get`, with the entry's attachments."""
+    def kept(self, key: CacheKey, counted: bool = True) -> Kept[T] | None:
+        """`get`, with the entry's attachments. `counted=False`: a look that is not a resolve of
+        its own (the fast path's, which counts its hit only when it serves: a resolve it hands
+        to the ordinary path is counted there, once)."""
         if not self.enabled:
             return None
         entry = self._entries.get(key)
         if entry is None or entry.expires < time.monotonic():
-            self.misses += 1
+            if counted:
+                self.misses += 1
             return None
         self._entries.move_to_end(key)
-        self.hits += 1
+        if counted:
+            self.hits += 1
         return Kept(self, key, entry)
 
     def attach(self, key: CacheKey, entry: _Entry[T], name: Hashable, value: object, size: int) -> bool:

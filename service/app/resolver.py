@@ -252,7 +252,8 @@ class ResolverService:
         from that entry attached through its FrameKeeper) and the run's pins all chose what the
         entry did, opens every key's value, in FrameKeeper.keys order. None otherwise, before any
         value is opened: the caller then takes the ordinary path. DataLoss as `resolve_keys`."""
-        kept = self._cache.kept(self._cache.key(workspace_id, run_user_id, keys))
+        # Not counted here: a resolve this hands to the ordinary path is counted there, once.
+        kept = self._cache.kept(self._cache.key(workspace_id, run_user_id, keys), counted=False)
         if kept is None:
             return None
         frame = kept.attachment(frame_name)
@@ -295,6 +296,7 @@ class ResolverService:
                 (await self._keys.open_parts(tenant, key, version, prepared)).encode()
                 for tenant, key, version, prepared in openers.sealed
             ]
+        self._cache.hits += 1
         return Framed(frame, values, openers.audit)
 
     async def _pinned(
