@@ -12,11 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeVar
 
 from service.app.context import Caller
+from service.app.keys import SecretDataLoss
 from service.app.usage import UsageRecorder
+from service.domain.errors import DataLoss, DomainError, RevisionConflict
 from service.store import repository as repo
 from service.store.pool import UNAVAILABLE_ERRORS, Database
 
@@ -43,6 +47,51 @@ def audit_record(
         keys=tuple(keys),
         detail=detail,
     )
+
+
+T = TypeVar("T")
+
+
+class _Audited(Protocol):
+    _db: Database
+
+
+async def record_refusal(db: Database, caller: Caller, workspace_id: str, action: str, exc: DomainError) -> None:
+    """Writes the audit event of a refused attempt, in a transaction of its own (the attempt's
+    rolled back): `conflict` for a stale revision, `data_loss` for a value that failed
+    authentication (naming the secret among the failed keys), else `denied`."""
+    outcome = (
+        "conflict" if isinstance(exc, RevisionConflict) else "data_loss" if isinstance(exc, DataLoss) else "denied"
+    )
+    try:
+        async with db.transaction() as conn:
+            record = audit_record(caller, workspace_id[:200], action, outcome=outcome, detail=exc.message)
+            if isinstance(exc, SecretDataLoss):
+                record = dataclasses.replace(record, failed_keys=((exc.key, 0),))
+            await repo.insert_audit(conn, record)
+    except UNAVAILABLE_ERRORS:
+        log.warning("could not record a refused %s in the audit log: the database is unavailable", action)
+
+
+def audit_refusals(
+    action: str, refused: tuple[type[DomainError], ...]
+) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
+    """Records the use case's `refused` errors in the audit log (`record_refusal`), then lets
+    them go on to the caller. For methods `(self, caller, workspace_id, ...)` of a service that
+    holds its database as `_db`."""
+
+    def wrap(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        @functools.wraps(method)
+        async def audited(self: _Audited, caller: Caller, workspace_id: str, *args: Any, **kwargs: Any) -> T:
+            try:
+                return await method(self, caller, workspace_id, *args, **kwargs)
+            except refused as exc:
+                await record_refusal(self._db, caller, workspace_id, action, exc)
+                raise
+
+        return audited
+
+    return wrap
 
 
 # Longest text kept in one audit column. Callers' ids are checked at the edge (256 characters);

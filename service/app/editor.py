@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 
 from service.app import listings
-from service.app.audit import audit_record
+from service.app.audit import audit_record, audit_refusals
 from service.app.cache import scope_tag, workspace_tag
 from service.app.changes import Changes
 from service.app.context import Caller
-from service.app.keys import DataKeys, SecretDataLoss
+from service.app.keys import DataKeys
 from service.app.results import Explained, SecretSummary, VersionInfo, summary_of, version_of
 from service.app.usage import check_in_use
 from service.crypto.envelope import DataKey, seal
@@ -27,7 +25,6 @@ from service.domain import batch, policy
 from service.domain.dotenv import DotenvResult, parse_dotenv
 from service.domain.errors import (
     DataLoss,
-    DomainError,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -56,7 +53,7 @@ from service.store import expiry as expiry_store
 from service.store import repository as repo
 from service.store import trash as trash_store
 from service.store import usage as usage_store
-from service.store.pool import UNAVAILABLE_ERRORS, Database
+from service.store.pool import Database
 
 log = logging.getLogger(__name__)
 
@@ -125,23 +122,9 @@ class Referenceable:
 T = TypeVar("T")
 
 
-def audit_refusals(action: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
-    """Records refused attempts (no permission, or a stale revision) and values that failed
-    authentication (DATA_LOSS) in the audit log. The attempt's own transaction rolled back, so the
-    record gets a transaction of its own."""
-
-    def wrap(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-        @functools.wraps(method)
-        async def audited(self: EditorService, caller: Caller, workspace_id: str, *args: Any, **kwargs: Any) -> T:
-            try:
-                return await method(self, caller, workspace_id, *args, **kwargs)
-            except (PermissionDenied, RevisionConflict, DataLoss) as exc:
-                await self._record_refusal(caller, workspace_id, action, exc)
-                raise
-
-        return audited
-
-    return wrap
+# What the editor's use cases audit when refused: no permission, a stale revision, a value that
+# failed authentication.
+_REFUSED = (PermissionDenied, RevisionConflict, DataLoss)
 
 
 class EditorService:
@@ -152,19 +135,6 @@ class EditorService:
         self._parse_slots = asyncio.Semaphore(PARSE_SLOTS)
         # The in-use guard's window (Settings.in_use_days; app/usage.py check_in_use).
         self.in_use_days = in_use_days
-
-    async def _record_refusal(self, caller: Caller, workspace_id: str, action: str, exc: DomainError) -> None:
-        outcome = (
-            "conflict" if isinstance(exc, RevisionConflict) else "data_loss" if isinstance(exc, DataLoss) else "denied"
-        )
-        try:
-            async with self._db.transaction() as conn:
-                record = audit_record(caller, workspace_id[:200], action, outcome=outcome, detail=exc.message)
-                if isinstance(exc, SecretDataLoss):
-                    record = dataclasses.replace(record, failed_keys=((exc.key, 0),))
-                await repo.insert_audit(conn, record)
-        except UNAVAILABLE_ERRORS:
-            log.warning("could not record a refused %s in the audit log: the database is unavailable", action)
 
     async def _sealing_key(self, caller: Caller, workspace_id: str, scope: Scope, owner: str) -> DataKey:
         """The data key to seal with. A workspace's key is created on its first save, so a
@@ -179,7 +149,7 @@ class EditorService:
 
     # -- listing -------------------------------------------------------------------------------
 
-    @audit_refusals("secrets.list")
+    @audit_refusals("secrets.list", _REFUSED)
     async def list_secrets(
         self,
         caller: Caller,
@@ -204,7 +174,7 @@ class EditorService:
             page.next_page_token,
         )
 
-    @audit_refusals("secrets.referenceable")
+    @audit_refusals("secrets.referenceable", _REFUSED)
     async def list_referenceable(
         self, caller: Caller, workspace_id: str, prefix: str, page_size: int = 0, page_token: str = ""
     ) -> Referenceable:
@@ -222,7 +192,7 @@ class EditorService:
 
     # -- saving --------------------------------------------------------------------------------
 
-    @audit_refusals("secrets.save")
+    @audit_refusals("secrets.save", _REFUSED)
     async def save_secrets(
         self,
         caller: Caller,
@@ -268,7 +238,7 @@ class EditorService:
             )
         return SaveResult(revision + 1, ops)
 
-    @audit_refusals("secrets.import")
+    @audit_refusals("secrets.import", _REFUSED)
     async def import_dotenv(
         self,
         caller: Caller,
@@ -458,7 +428,7 @@ class EditorService:
         usage = tuple(await usage_store.usage_of(conn, row.id, MAX_USAGE_LISTED))
         return Details(summary_of(row, usage[0].last_used_at if usage else None), members, versions, usage)
 
-    @audit_refusals("secret.get")
+    @audit_refusals("secret.get", _REFUSED)
     async def get_secret(self, caller: Caller, workspace_id: str, scope: Scope, key: str) -> Details:
         async with self._db.connection() as conn:
             row, _ = await self._find(conn, caller, workspace_id, scope, key)
@@ -470,7 +440,7 @@ class EditorService:
         if row.scope is Scope.WORKSPACE:
             policy.require_modify(permission, row.caller_role, caller.user_id, workspace_id, row.key, action)
 
-    @audit_refusals("secret.details")
+    @audit_refusals("secret.details", _REFUSED)
     async def update_details(
         self,
         caller: Caller,
@@ -545,7 +515,7 @@ class EditorService:
         policy.require_manage_members(permission, row.caller_role, key)
         return row, await self._member_target(conn, workspace_id, email)
 
-    @audit_refusals("secret.member.set")
+    @audit_refusals("secret.member.set", _REFUSED)
     async def set_member(self, caller: Caller, workspace_id: str, key: str, email: str, role: SecretRole) -> Details:
         async with self._changes.transaction(workspace_tag(workspace_id)) as conn:
             row, target = await self._member_change(conn, caller, workspace_id, key, email)
@@ -558,7 +528,7 @@ class EditorService:
             await repo.insert_audit(conn, record)
             return await self._details(conn, row, workspace_id)
 
-    @audit_refusals("secret.member.remove")
+    @audit_refusals("secret.member.remove", _REFUSED)
     async def remove_member(self, caller: Caller, workspace_id: str, key: str, email: str) -> Details:
         async with self._changes.transaction(workspace_tag(workspace_id)) as conn:
             row, target = await self._member_change(conn, caller, workspace_id, key, email)
@@ -572,7 +542,7 @@ class EditorService:
             await repo.insert_audit(conn, record)
             return await self._details(conn, row, workspace_id)
 
-    @audit_refusals("secret.restore")
+    @audit_refusals("secret.restore", _REFUSED)
     async def restore_version(self, caller: Caller, workspace_id: str, scope: Scope, key: str, version: int) -> Details:
         require_id("workspace_id", workspace_id)
         require_key(key)
@@ -629,7 +599,7 @@ class EditorService:
 
     # -- references ----------------------------------------------------------------------------
 
-    @audit_refusals("references.explain")
+    @audit_refusals("references.explain", _REFUSED)
     async def explain(
         self,
         caller: Caller,

@@ -405,25 +405,22 @@ class ResolverService:
         """Buffers the resolve's audit event; it also feeds usage (per secret and workflow).
         `failed_keys`: the keys that did not resolve, with their BlockErrorCode numbers."""
         self._audit.add(
-            repo.AuditRecord(
-                principal=caller.principal,
-                user_id=run_user_id,
-                workspace_id=workspace_id,
-                action="inputs.resolve",
+            _resolve_event(
+                caller,
+                workspace_id,
+                run_user_id,
+                execution_id,
+                workflow_id,
+                trigger,
                 outcome="ok" if failed == 0 else f"{failed} block(s) failed",
                 keys=tuple(
                     (o.decision.key, int(o.decision.chosen.scope), o.decision.chosen.version)
                     for o in used
                     if o.decision.chosen is not None
                 ),
-                execution_id=execution_id,
                 # The run grant the resolve used (its id; never the token).
                 detail=f"grant {grant_id}" if grant_id else "",
-                # Buffered events carry their own time: they are written up to 50 ms later.
-                at=datetime.now(UTC),
-                workflow_id=workflow_id,
                 secret_ids=tuple(o.secret_id for o in used if o.secret_id),
-                trigger=trigger,
                 failed_keys=tuple(failed_keys),
             )
         )
@@ -443,19 +440,17 @@ class ResolverService:
         """`record` for a resolve served by `open_framed`: every key resolved as the cache entry
         decided, so the keys (and their JSON) are the entry's, built once."""
         self._audit.add(
-            repo.AuditRecord(
-                principal=caller.principal,
-                user_id=run_user_id,
-                workspace_id=workspace_id,
-                action="inputs.resolve",
+            _resolve_event(
+                caller,
+                workspace_id,
+                run_user_id,
+                execution_id,
+                workflow_id,
+                trigger,
                 outcome="ok",
                 keys=audit.keys,
-                execution_id=execution_id,
                 detail=f"grant {grant_id}" if grant_id else "",
-                at=datetime.now(UTC),
-                workflow_id=workflow_id,
                 secret_ids=audit.secret_ids,
-                trigger=trigger,
                 keys_json=audit.keys_json,
             ),
             audit.size,
@@ -477,17 +472,15 @@ class ResolverService:
         which names it and never a value."""
         failed = ((error.key, 0),) if isinstance(error, SecretDataLoss) else ()
         self._audit.add(
-            repo.AuditRecord(
-                principal=caller.principal,
-                user_id=run_user_id,
-                workspace_id=workspace_id,
-                action="inputs.resolve",
+            _resolve_event(
+                caller,
+                workspace_id,
+                run_user_id,
+                execution_id,
+                workflow_id,
+                trigger,
                 outcome="data_loss",
-                execution_id=execution_id,
                 detail=error.message,
-                at=datetime.now(UTC),
-                workflow_id=workflow_id,
-                trigger=trigger,
                 failed_keys=failed,
             )
         )
@@ -501,3 +494,38 @@ def _audit_keys(plan: ResolvePlan) -> AuditKeys:
     )
     secret_ids = tuple(p.secret_id for p in plan.values() if p.secret_id)
     return AuditKeys(keys, repo.audit_keys_json(keys), secret_ids, event_keys_bytes(keys, secret_ids))
+
+
+def _resolve_event(
+    caller: Caller,
+    workspace_id: str,
+    run_user_id: str,
+    execution_id: str,
+    workflow_id: str,
+    trigger: int,
+    *,
+    outcome: str,
+    keys: tuple[tuple[str, int, int], ...] = (),
+    detail: str = "",
+    secret_ids: tuple[int, ...] = (),
+    failed_keys: tuple[tuple[str, int], ...] = (),
+    keys_json: str = "",
+) -> repo.AuditRecord:
+    """A resolve's audit event: who, for which run, what came of it (never a value)."""
+    return repo.AuditRecord(
+        principal=caller.principal,
+        user_id=run_user_id,
+        workspace_id=workspace_id,
+        action="inputs.resolve",
+        outcome=outcome,
+        keys=keys,
+        execution_id=execution_id,
+        detail=detail,
+        # Buffered events carry their own time: they are written up to 50 ms later.
+        at=datetime.now(UTC),
+        workflow_id=workflow_id,
+        secret_ids=secret_ids,
+        trigger=trigger,
+        failed_keys=failed_keys,
+        keys_json=keys_json,
+    )

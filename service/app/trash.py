@@ -11,17 +11,15 @@ Values never leave their sealed form here.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import random
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 
-from service.app.audit import audit_record
+from service.app.audit import audit_record, audit_refusals
 from service.app.cache import scope_tag
 from service.app.changes import Changes
 from service.app.context import Caller
@@ -29,7 +27,6 @@ from service.app.usage import prune as prune_usage
 from service.domain import policy
 from service.domain.errors import (
     AlreadyExists,
-    DomainError,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -89,23 +86,6 @@ class Restored:
 T = TypeVar("T")
 
 
-def _audit_denials(action: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
-    """Records refused attempts (no permission) in the audit log, in a transaction of their own."""
-
-    def wrap(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-        @functools.wraps(method)
-        async def audited(self: TrashService, caller: Caller, workspace_id: str, *args: Any, **kwargs: Any) -> T:
-            try:
-                return await method(self, caller, workspace_id, *args, **kwargs)
-            except PermissionDenied as exc:
-                await self._record_refusal(caller, workspace_id, action, exc)
-                raise
-
-        return audited
-
-    return wrap
-
-
 def _require_deleted_id(deleted_id: int) -> None:
     if deleted_id <= 0:
         raise InvalidArgument(
@@ -123,14 +103,6 @@ class TrashService:
         self._db = db
         self._changes = changes
         self.window_days = window_days
-
-    async def _record_refusal(self, caller: Caller, workspace_id: str, action: str, exc: DomainError) -> None:
-        try:
-            async with self._db.transaction() as conn:
-                record = audit_record(caller, workspace_id[:200], action, outcome="denied", detail=exc.message)
-                await repo.insert_audit(conn, record)
-        except UNAVAILABLE_ERRORS:
-            log.warning("could not record a refused %s in the audit log: the database is unavailable", action)
 
     def _view(self, row: trash_store.DeletedRow) -> DeletedSecret:
         return DeletedSecret(
@@ -152,7 +124,7 @@ class TrashService:
             row.versions,
         )
 
-    @_audit_denials("secrets.trash.list")
+    @audit_refusals("secrets.trash.list", (PermissionDenied,))
     async def list_deleted(self, caller: Caller, workspace_id: str) -> DeletedListing:
         """The workspace's deleted secrets (for its members) and the caller's own deleted
         personal secrets, most recently deleted first."""
@@ -183,7 +155,7 @@ class TrashService:
             raise NotFound(f"no deleted secret {deleted_id} in the trash of {where}")
         return row, permission
 
-    @_audit_denials("secret.trash.restore")
+    @audit_refusals("secret.trash.restore", (PermissionDenied,))
     async def restore(self, caller: Caller, workspace_id: str, scope: Scope, deleted_id: int) -> Restored:
         """Restores a deleted secret whole (key, details, members still in the workspace, every
         kept version) under its own id. Needs what deleting it needed: workspace ADMIN or the
@@ -218,7 +190,7 @@ class TrashService:
             )
         return Restored(row.key, scope, revision + 1)
 
-    @_audit_denials("secret.trash.purge")
+    @audit_refusals("secret.trash.purge", (PermissionDenied,))
     async def purge(self, caller: Caller, workspace_id: str, scope: Scope, deleted_id: int) -> None:
         """Deletes a deleted secret for good, at once: its sealed versions, members and usage.
         A workspace secret needs workspace ADMIN; a personal one, its owner."""
