@@ -75,6 +75,8 @@ class OperationsServicer(pb_grpc.OperationsServicer):
                     trigger=r.record.trigger,  # type: ignore[arg-type]
                     workflow_id=r.record.workflow_id,
                     failed_keys=[pb.AuditFailedKey(key=k, code=c) for k, c in r.record.failed_keys],  # type: ignore[arg-type]
+                    count=r.record.count,
+                    last_time=convert.timestamp(r.record.last_at) if r.record.last_at is not None else None,
                 )
                 for r in page.events
             ],

@@ -5,6 +5,12 @@ nothing, and writing a row per resolve synchronously would add a round trip and 
 the hot path of every workflow block; so resolve events are buffered and written in batches by
 one background task, at most `interval` seconds after the resolve. What that costs: a crash can
 lose the resolve events of the last interval. Events never carry values.
+
+Identical events buffered together (the same principal, run, keys, versions, outcome: a workflow
+that runs the same block in a loop, or an executor that retries) are written as one row that
+counts them, with the times of the first and the last (migration 0007). The investigation loses
+nothing it can use (each of them would be the same row but for its time), and the database is
+spared a row per resolve: each cost Postgres more CPU than the resolve cost the service.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
 from service.app.context import Caller
@@ -146,6 +153,36 @@ def _name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+class _Repeats:
+    """A pending event's place in the buffer, and the events identical to it that came after."""
+
+    __slots__ = ("count", "last_at", "position")
+
+    def __init__(self, position: int) -> None:
+        self.position = position
+        self.count = 1
+        self.last_at: datetime | None = None
+
+
+def _identity(event: repo.AuditRecord) -> tuple[object, ...]:
+    """What two events must share to be written as one row: all but their time (and `keys_json`,
+    which is `keys` as JSON)."""
+    return (
+        event.principal,
+        event.user_id,
+        event.workspace_id,
+        event.action,
+        event.outcome,
+        event.execution_id,
+        event.workflow_id,
+        event.trigger,
+        event.detail,
+        event.keys,
+        event.failed_keys,
+        event.secret_ids,
+    )
+
+
 class AuditBuffer:
     def __init__(
         self, db: Database, interval: float = 0.05, max_pending: int = 100_000, max_pending_bytes: int = 64 << 20
@@ -157,6 +194,9 @@ class AuditBuffer:
         self._max_pending = max_pending
         self._max_pending_bytes = max_pending_bytes
         self._pending: list[repo.AuditRecord] = []
+        # Each pending event by what makes two events identical (_identity), for merging: it
+        # holds no more than `_pending` does.
+        self._index: dict[tuple[object, ...], _Repeats] = {}
         self.pending_bytes = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -173,7 +213,14 @@ class AuditBuffer:
         self._task = asyncio.create_task(self._run(), name="audit-buffer")
 
     def add(self, event: repo.AuditRecord, keys_bytes: int | None = None) -> None:
-        """Buffers an event; `keys_bytes` as record_bytes takes it."""
+        """Buffers an event; `keys_bytes` as record_bytes takes it. An event identical to one
+        pending but for its time is counted on that one (and takes no more memory)."""
+        identity = _identity(event)
+        repeats = self._index.get(identity)
+        if repeats is not None:
+            repeats.count += 1
+            repeats.last_at = event.at
+            return
         size = record_bytes(event, keys_bytes)
         if len(self._pending) >= self._max_pending or self.pending_bytes + size > self._max_pending_bytes:
             # Bounded: with the database gone for long, memory must not grow without limit.
@@ -184,12 +231,28 @@ class AuditBuffer:
                 )
             return
         self._pending.append(event)
+        self._index[identity] = _Repeats(len(self._pending) - 1)
         self.pending_bytes += size
         self._wakeup.set()
+
+    def _take(self) -> list[repo.AuditRecord]:
+        """The pending events, each with the count and last time of its repeats; none pending after."""
+        events, index = self._pending, self._index
+        self._pending, self._index = [], {}
+        self.pending_bytes = 0
+        for repeats in index.values():
+            if repeats.count > 1:
+                event = events[repeats.position]
+                events[repeats.position] = dataclasses.replace(
+                    event, count=event.count + repeats.count - 1, last_at=repeats.last_at
+                )
+        return events
 
     def _put_back(self, events: Sequence[repo.AuditRecord]) -> None:
         """Events taken for a write that did not happen go back in front, in their order."""
         self._pending[:0] = events
+        for repeats in self._index.values():  # the events pending meanwhile moved down
+            repeats.position += len(events)
         self.pending_bytes += sum(map(record_bytes, events))
 
     async def flush(self) -> None:
@@ -199,14 +262,13 @@ class AuditBuffer:
             await self._flush_pending()
 
     async def _flush_pending(self) -> None:
-        events, self._pending = self._pending, []
-        self.pending_bytes = 0
+        events = self._take()
         for start in range(0, len(events), 5000):
             chunk = events[start : start + 5000]
             try:
                 async with self._db.transaction() as conn:
                     await repo.insert_audit_many(conn, chunk)
-                self.written += len(chunk)
+                self.written += sum(e.count for e in chunk)
             except UNAVAILABLE_ERRORS:
                 # Keep them for the next attempt; the database is away.
                 self._put_back(events[start:])
@@ -238,12 +300,12 @@ class AuditBuffer:
             try:
                 async with self._db.transaction() as conn:
                     await repo.insert_audit(conn, clean_record(event))
-                self.written += 1
+                self.written += event.count
             except _INTERRUPTED:
                 self._put_back([*events[i:], *after])
                 raise
             except Exception as exc:
-                lost += 1
+                lost += event.count
                 log.error("an audit event (%s) could not be written and is lost: %s", event.action, _name(exc))
         if lost:
             self.dropped += lost

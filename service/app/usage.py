@@ -42,17 +42,17 @@ class _Resolves:
 
     __slots__ = ("count", "first", "last", "last_execution_id")
 
-    def __init__(self, at: datetime, execution_id: str) -> None:
-        self.count = 1
-        self.first = self.last = at
+    def __init__(self, first: datetime, last: datetime, execution_id: str, count: int) -> None:
+        self.count = count
+        self.first, self.last = first, last
         self.last_execution_id = execution_id
 
-    def add(self, at: datetime, execution_id: str) -> None:
-        self.count += 1
-        if at >= self.last:
-            self.last, self.last_execution_id = at, execution_id
-        elif at < self.first:
-            self.first = at
+    def add(self, first: datetime, last: datetime, execution_id: str, count: int) -> None:
+        self.count += count
+        if last >= self.last:
+            self.last, self.last_execution_id = last, execution_id
+        if first < self.first:
+            self.first = first
 
 
 class UsageRecorder:
@@ -76,23 +76,26 @@ class UsageRecorder:
         # are counted per (workflow, secrets) first, then added to the tally once per group
         # (per resolve only for a group whose resolves fall on two UTC days).
         groups: dict[tuple[str, tuple[int, ...]], _Resolves] = {}
+        # An event that stands for several (AuditRecord.count) counts them all, at its last time.
         for event in events:
             if event.secret_ids:
                 at = event.at
                 if at is None:
                     at = now = now or datetime.now(UTC)
+                last = event.last_at or at
                 group = groups.get((event.workflow_id, event.secret_ids))
                 if group is None:
-                    groups[(event.workflow_id, event.secret_ids)] = _Resolves(at, event.execution_id)
+                    groups[(event.workflow_id, event.secret_ids)] = _Resolves(at, last, event.execution_id, event.count)
                 else:
-                    group.add(at, event.execution_id)
+                    group.add(at, last, event.execution_id, event.count)
         for (workflow_id, secret_ids), group in groups.items():
             if group.first.astimezone(UTC).date() == group.last.astimezone(UTC).date():
                 tally.add(workflow_id, group.last_execution_id, group.last, secret_ids, group.count)
                 continue
             for event in events:  # rare: the batch spans midnight (UTC)
                 if event.workflow_id == workflow_id and event.secret_ids == secret_ids:
-                    tally.add(workflow_id, event.execution_id, event.at or group.last, secret_ids)
+                    at = event.last_at or event.at or group.last
+                    tally.add(workflow_id, event.execution_id, at, secret_ids, event.count)
 
     async def flush(self) -> None:
         """Writes what is pending. Kept for the next flush when the database is away; dropped

@@ -39,6 +39,8 @@ def _row(r: asyncpg.Record) -> AuditRow:
             workflow_id=r["workflow_id"],
             trigger=int(r["trigger"]),
             failed_keys=tuple((k["key"], int(k["code"])) for k in json.loads(r["failed_keys"])),
+            count=int(r["occurrences"]),
+            last_at=r["last_at"],
         ),
     )
 
@@ -78,7 +80,7 @@ async def list_events(
         conditions.append(f"(at, id) < ({arg(before[0])}::timestamptz, {arg(before[1])}::bigint)")
     rows = await conn.fetch(
         "SELECT id, at, principal, user_id, workspace_id, action, keys::text AS keys, execution_id, outcome, detail,"
-        " trigger, workflow_id, failed_keys::text AS failed_keys FROM audit_events"
+        " trigger, workflow_id, failed_keys::text AS failed_keys, occurrences, last_at FROM audit_events"
         + (" WHERE " + " AND ".join(conditions) if conditions else "")
         + f" ORDER BY at DESC, id DESC LIMIT {arg(limit)}",
         *args,

@@ -631,6 +631,10 @@ class AuditRecord:
     # `audit_keys_json(keys)` when the caller has it already (a resolve keeps it per resolve-cache
     # entry: turning the keys into JSON at every write cost more than the rest of the row).
     keys_json: str = ""
+    # How many identical events this one stands for (the audit buffer writes identical resolve
+    # events as one row: migration 0007), and the time of the last of them (None when one).
+    count: int = 1
+    last_at: datetime | None = None
 
 
 def audit_keys_json(keys: Iterable[tuple[str, int, int]]) -> str:
@@ -646,8 +650,8 @@ def _failed_keys_json(failed: Sequence[tuple[str, int]]) -> str:
 
 _AUDIT_INSERT = (
     "INSERT INTO audit_events (principal, user_id, workspace_id, action, keys, execution_id, outcome, detail,"
-    " trigger, workflow_id, failed_keys, at)"
-    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11::jsonb, coalesce($12, now()))"
+    " trigger, workflow_id, failed_keys, occurrences, last_at, at)"
+    " VALUES ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, coalesce($14, now()))"
 )
 
 
@@ -664,6 +668,8 @@ def _audit_args(e: AuditRecord) -> tuple[Any, ...]:
         e.trigger,
         e.workflow_id,
         _failed_keys_json(e.failed_keys),
+        e.count,
+        e.last_at,
         e.at,  # last: insert_audit_many replaces it
     )
 
@@ -684,6 +690,8 @@ _AUDIT_COLUMNS = [
     "trigger",
     "workflow_id",
     "failed_keys",
+    "occurrences",
+    "last_at",
     "at",
 ]
 

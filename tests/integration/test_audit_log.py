@@ -19,6 +19,7 @@ from service.gen.secrets.v1 import secret_store_pb2 as spb
 from tests.api import ADMIN, READ, Api, W, set_, status_of, struct, uid
 from tests.conftest import Server, metadata
 from tests.integration.test_paging import reencode, violations
+from tests.integration.test_usage_trash_expiry import eventually, get
 
 
 def ts(when: datetime) -> timestamp_pb2.Timestamp:
@@ -212,3 +213,36 @@ async def test_bad_audit_requests_are_invalid_argument(channel: grpc.aio.Channel
     huge.start_time.seconds = 2**62
     err = await status_of(api.ops.ListAuditEvents(huge, metadata=ops))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and violations(err) == ["start_time"]
+
+
+async def test_identical_resolves_buffered_together_are_one_row_that_counts_them(
+    channel: grpc.aio.Channel, server: Server
+) -> None:
+    """Issue 15: the same resolve repeated (same run, keys, versions, outcome) within one write of
+    the buffer is one row with its count and the times of the first and last; resolves of another
+    run, or with another outcome, stay rows of their own; usage counts every resolve."""
+    api = Api(channel)
+    ws, user = uid("ws"), uid("user")
+    await api.member(ws, user, ADMIN)
+    await api.save(ws, user, W, set_("LOOPED", "looped-value-1"))
+    blocks = {"b": {"h": "{{LOOPED}}"}}
+    buffer = server.running.audit
+    # Held, the buffer writes nothing: every resolve below is pending at once, as under load.
+    async with buffer._writing:
+        await asyncio.gather(*(api.resolve(ws, blocks, user=user, execution_id="exec-loop") for _ in range(12)))
+        await api.resolve(ws, blocks, user=user, execution_id="exec-other")
+        await api.resolve(ws, {"b": {"h": "{{MISSING}}"}}, user=user, execution_id="exec-loop")
+    found = await events(api, workspace_id=ws, action="inputs.resolve")
+    looped = [e for e in found if e.execution_id == "exec-loop" and e.outcome == "ok"]
+    assert [e.count for e in looped] == [12]
+    [row] = looped
+    assert row.HasField("last_time") and row.last_time.ToDatetime() >= row.time.ToDatetime()
+    others = [(e.execution_id, e.outcome, e.count, e.HasField("last_time")) for e in found if e is not row]
+    assert sorted(others) == [("exec-loop", "1 block(s) failed", 1, False), ("exec-other", "ok", 1, False)]
+
+    # Usage counts the resolves, not the rows (it is written after the audit batch).
+    async def counted() -> bool:
+        usage = (await get(api, ws, user, "LOOPED")).usage
+        return [(u.workflow_id, u.uses_last_30_days) for u in usage] == [("wf", 13)]
+
+    await eventually(counted)

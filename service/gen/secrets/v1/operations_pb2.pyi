@@ -317,6 +317,8 @@ class AuditEvent(_message.Message):
     TRIGGER_FIELD_NUMBER: _builtins.int
     WORKFLOW_ID_FIELD_NUMBER: _builtins.int
     FAILED_KEYS_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    LAST_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.int
     principal: _builtins.str
     user_id: _builtins.str
@@ -328,6 +330,11 @@ class AuditEvent(_message.Message):
     trigger: _common_pb2.Trigger.ValueType
     """For resolves: how the run started, and its workflow (as the executor or run grant gave it)."""
     workflow_id: _builtins.str
+    count: _builtins.int
+    """How many identical events this one stands for: the same resolve (same principal, run, keys,
+    versions and outcome), repeated within one write of the buffered resolve events, is written
+    once with its count. 1 for every other event. They happened from `time` to `last_time`.
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -335,6 +342,10 @@ class AuditEvent(_message.Message):
     @_builtins.property
     def failed_keys(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditFailedKey]:
         """For resolves: the keys that did not resolve (keys lists those used). Names, never values."""
+
+    @_builtins.property
+    def last_time(self) -> _timestamp_pb2.Timestamp:
+        """The time of the last of the `count` events; unset when count is 1."""
 
     def __init__(
         self,
@@ -352,10 +363,12 @@ class AuditEvent(_message.Message):
         trigger: _common_pb2.Trigger.ValueType = ...,
         workflow_id: _builtins.str = ...,
         failed_keys: _abc.Iterable[Global___AuditFailedKey] | None = ...,
+        count: _builtins.int = ...,
+        last_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["time", b"time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_time", b"last_time", "time", b"time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "detail", b"detail", "execution_id", b"execution_id", "failed_keys", b"failed_keys", "id", b"id", "keys", b"keys", "outcome", b"outcome", "principal", b"principal", "time", b"time", "trigger", b"trigger", "user_id", b"user_id", "workflow_id", b"workflow_id", "workspace_id", b"workspace_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "count", b"count", "detail", b"detail", "execution_id", b"execution_id", "failed_keys", b"failed_keys", "id", b"id", "keys", b"keys", "last_time", b"last_time", "outcome", b"outcome", "principal", b"principal", "time", b"time", "trigger", b"trigger", "user_id", b"user_id", "workflow_id", b"workflow_id", "workspace_id", b"workspace_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
