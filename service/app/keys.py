@@ -17,6 +17,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import asyncpg
 
@@ -369,6 +370,52 @@ class DataKeys:
                 opened[position] = plaintext
         return opened
 
+    def pack(self, batch: SealedBatch, values: Sequence[bytes]) -> PackedBatch | None:
+        """The opened `values` of `batch` (in its order), sealed again in memory: one AES-GCM
+        message per data key of the batch, under that data key, with associated data no stored
+        value has (PACK_ASSOCIATED_DATA). None when one of its data keys is not in memory.
+
+        Why: the fast path opens a resolve-cache entry's values on every call, and for a short
+        value AES-GCM's set-up is nearly all of the cost (about 1 us an open here, whatever the
+        length up to a few hundred bytes): ten values under two data keys cost two opens instead
+        of ten. A pack is never stored and never leaves the process; it holds nothing plaintext,
+        and opening it needs the same data keys as opening the values themselves, so a data key
+        dropped from memory (rotation, a keyring reload, a tenant's keys destroyed) stops the
+        pack as it stops the values (`open_packed` answers None)."""
+        groups: list[tuple[Tenant, int, tuple[int, ...], bytes, tuple[tuple[int, int], ...]]] = []
+        for tenant, generation, positions, _ in batch.groups:
+            data_key = self.cached(tenant, generation)
+            if data_key is None:
+                return None
+            bounds: list[tuple[int, int]] = []
+            start = 0
+            for position in positions:
+                bounds.append((start, start + len(values[position])))
+                start += len(values[position])
+            joined = b"".join([values[position] for position in positions])
+            sealed = data_key.aead.encrypt(joined, PACK_ASSOCIATED_DATA)
+            groups.append((tenant, generation, positions, sealed, tuple(bounds)))
+        return PackedBatch(len(batch.names), tuple(groups))
+
+    def open_packed(self, packed: PackedBatch) -> list[bytes] | None:
+        """The values `pack` sealed, in the batch's order; None when a data key they need is not
+        in memory (or a pack fails to open, which nothing but a fault can cause): the caller then
+        opens the stored values themselves, which checks each one."""
+        opened: list[bytes] = [b""] * packed.count
+        tenants = self._cache
+        for tenant, generation, positions, sealed, bounds in packed.groups:
+            entry = tenants.get(tenant)
+            data_key = entry.by_generation.get(generation) if entry is not None else None
+            if data_key is None:
+                return None
+            try:
+                joined = data_key.aead.decrypt(sealed, PACK_ASSOCIATED_DATA)
+            except IntegrityError:
+                return None
+            for position, (start, end) in zip(positions, bounds, strict=True):
+                opened[position] = joined[start:end]
+        return opened
+
     def open_cached(self, tenant: Tenant, key: str, version: int, prepared: SealedParts) -> SecretValue | None:
         """`open_parts` without a coroutine, when the data key is in memory; None when it is not."""
         data_key = self.cached(tenant, prepared.generation)
@@ -433,6 +480,28 @@ class SealedBatch:
             for (tenant, generation), (positions, parts) in by_key.items()
         )
         self.names = tuple((key, version) for _, key, version, _ in sealed)
+
+
+# The associated data of a pack (DataKeys.pack). A stored value's starts with its format's header
+# and names its tenant, scope, key, version and secret, so no pack can pass for a stored value.
+PACK_ASSOCIATED_DATA: Final = b"secrets-service/resolve-cache-pack/v1"
+
+
+class PackedBatch:
+    """A SealedBatch's values sealed again in memory for the fast path (DataKeys.pack): per data
+    key, (tenant, generation, the values' places in the batch, the sealed message of the values
+    joined, each value's (start, end) in it); `count` values in all."""
+
+    __slots__ = ("count", "groups", "size")
+
+    def __init__(
+        self, count: int, groups: tuple[tuple[Tenant, int, tuple[int, ...], bytes, tuple[tuple[int, int], ...]], ...]
+    ) -> None:
+        self.count = count
+        self.groups = groups
+        # What it holds, in bytes, for the resolve cache's budget: the messages, and the tuples
+        # around each value's place.
+        self.size = 200 + sum(200 + len(sealed) + 150 * len(positions) for _, _, positions, sealed, _ in groups)
 
 
 class SecretDataLoss(DataLoss):

@@ -13,7 +13,7 @@ from typing import Final, NamedTuple
 from service.app.audit import AuditBuffer, event_keys_bytes
 from service.app.cache import Kept, ResolveCache
 from service.app.context import Caller
-from service.app.keys import DataKeys, SealedBatch, SecretDataLoss, data_loss
+from service.app.keys import DataKeys, PackedBatch, SealedBatch, SecretDataLoss, data_loss
 from service.app.pins import Pin, RunPins
 from service.crypto.aead import IntegrityError
 from service.crypto.envelope import SealedParts, split_sealed
@@ -97,14 +97,16 @@ class Framed(NamedTuple):
 
 class _Openers:
     """What the fast path needs of a resolve-cache entry whose every key resolved, made once
-    per entry: (tenant, key, version, sealed value) of each key in plan order, the audit event's
-    keys, and the last run whose pins were found to be the entry's choices (`pins_seen`)."""
+    per entry: (tenant, key, version, sealed value) of each key in plan order, their values
+    packed (DataKeys.pack: sealed again, one message per data key), the audit event's keys, and
+    the last run whose pins were found to be the entry's choices (`pins_seen`)."""
 
-    __slots__ = ("audit", "batch", "pins_seen", "sealed")
+    __slots__ = ("audit", "batch", "packed", "pins_seen", "sealed")
 
     def __init__(self, sealed: tuple[tuple[Tenant, str, int, SealedParts], ...], audit: AuditKeys) -> None:
         self.sealed = sealed
         self.batch = SealedBatch(sealed)
+        self.packed: PackedBatch | None = None
         self.audit = audit
         # (workspace, execution, run user, that run's map of pins as RunPins held it, how many
         # pins it held, the first of their expiries): while RunPins still holds that very map,
@@ -279,7 +281,12 @@ class ResolverService:
                     if local is not None and all(key in local for key in plan):
                         first = min(pin.expires_at for pin in local.values())
                         openers.pins_seen = (workspace_id, execution_id, run_user_id, local, len(local), first)
-        if not isinstance(openers, _Openers):
+        if isinstance(openers, _Openers):
+            packed = openers.packed
+            values = self._keys.open_packed(packed) if packed is not None else None
+            if values is None:  # a data key left memory: the stored values, each checked
+                values = await self._open_each(openers)
+        else:
             sealed = []
             for key, planned in plan.items():
                 chosen = planned.decision.chosen
@@ -289,15 +296,23 @@ class ResolverService:
                     raise data_loss(key, chosen.version)
                 sealed.append((planned.tenant, key, chosen.version, planned.prepared))
             openers = _Openers(tuple(sealed), _audit_keys(plan))
-            kept.attach(_OPENERS, openers, 600 + 400 * len(sealed) + 5 * len(openers.audit.keys_json))
-        values = self._keys.open_batch(openers.batch)
-        if values is None:  # a tenant's data key is not in memory (yet, or any more)
-            values = [
-                (await self._keys.open_parts(tenant, key, version, prepared)).encode()
-                for tenant, key, version, prepared in openers.sealed
-            ]
+            # The stored values, each checked (DataLoss naming the one that fails), then packed
+            # for the entry's next calls (DataKeys.pack).
+            values = self._keys.open_batch(openers.batch)
+            if values is None:  # a tenant's data key is not in memory (yet, or any more)
+                values = await self._open_each(openers)
+            openers.packed = self._keys.pack(openers.batch, values)
+            size = 600 + 400 * len(sealed) + 5 * len(openers.audit.keys_json)
+            kept.attach(_OPENERS, openers, size + (openers.packed.size if openers.packed is not None else 0))
         self._cache.hits += 1
         return Framed(frame, values, openers.audit)
+
+    async def _open_each(self, openers: _Openers) -> list[bytes]:
+        """The entry's stored values opened one by one, their data keys loaded as needed."""
+        return [
+            (await self._keys.open_parts(tenant, key, version, prepared)).encode()
+            for tenant, key, version, prepared in openers.sealed
+        ]
 
     async def _pinned(
         self, plan: ResolvePlan, workspace_id: str, execution_id: str, run_user_id: str

@@ -31,6 +31,7 @@ from google.protobuf import json_format
 from bench.__main__ import resolve_request
 from service.api.fastpath import Frame, Plan
 from service.api.resolver import ResolverServicer
+from service.app.keys import PackedBatch
 from service.app.resolver import ResolvePlan
 from service.gen.secrets.v1 import common_pb2 as common
 from service.gen.secrets.v1 import resolver_pb2 as rpb
@@ -509,7 +510,7 @@ async def test_no_value_in_any_plan_or_frame(world: World) -> None:
     values += [UNICODE_VALUE]
     needles = [v.encode() for v in values]
     kept: list[bytes] = []
-    frames = 0
+    frames = packs = 0
     for entry in entries(world.server).values():
         for attachment, _ in (entry.attached or {}).values():
             if isinstance(attachment, Frame):
@@ -519,11 +520,51 @@ async def test_no_value_in_any_plan_or_frame(world: World) -> None:
                 kept.append(repr(vars(attachment) if hasattr(attachment, "__dict__") else attachment).encode())
                 for name in getattr(attachment, "__slots__", ()):
                     kept.append(repr(getattr(attachment, name, None)).encode())
+                packed = getattr(attachment, "packed", None)
+                if isinstance(packed, PackedBatch):
+                    packs += 1
+                    kept += [repr(group).encode() for group in packed.groups]
     for workspace in world.resolver.plans._workspaces.values():
         for blocks, plan in workspace.plans.items():
             kept += list(blocks)
             kept.append(repr((plan.keys, plan.frame_name)).encode())
-    assert frames and kept
+    assert frames and packs and kept
     assert not any(v in data for v in needles)  # (no input holds a value either)
     found = [v for v in needles if any(v in k for k in kept)]
     assert not found, "a value is kept by the fast path"
+
+
+def packed_of(world: World, keys: tuple[str, ...]) -> PackedBatch:
+    """The pack of the fast path's openers on the cache entry of `keys` (sorted)."""
+    (entry,) = [e for k, e in entries(world.server).items() if k[0] == world.ws and k[2] == keys]
+    openers, _ = entry.attached[("openers",)]
+    assert isinstance(openers.packed, PackedBatch)
+    return openers.packed
+
+
+async def test_values_are_opened_from_one_pack_per_data_key_and_from_the_stored_values_without_it(
+    world: World,
+) -> None:
+    """The fast path opens the values of an entry packed per data key (DataKeys.pack: two opens
+    for the benchmark's ten values, five workspace and five personal). A data key no longer in
+    memory, or a pack that fails to open, sends it to the stored values, each opened and checked:
+    the same answer, from the fast path still."""
+    data = world.request(bench_blocks(), execution=uid("exec"))
+    answer = await world.thrice(data, fast=True)
+    keys = tuple(sorted(f"{s}{i}" for s in "PW" for i in range(5)))
+    packed = packed_of(world, keys)
+    assert packed.count == 10 and len(packed.groups) == 2
+    keys_in_memory = world.server.running.keys
+    opened = keys_in_memory.open_packed(packed)
+    assert opened is not None and len(opened) == 10 and all(value in answer for value in opened)
+    for tenant, *_ in packed.groups:
+        keys_in_memory.forget(tenant)  # as a data-key rotation or a reconnected listener does
+    before = world.resolver.fast
+    assert await world.send(data) == answer
+    assert world.resolver.fast == before + 1
+    # A pack altered in memory (which only a fault could do) is not used either.
+    tenant, generation, positions, sealed, bounds = packed.groups[0]
+    packed.groups = ((tenant, generation, positions, sealed[:-1] + bytes([sealed[-1] ^ 1]), bounds), packed.groups[1])
+    assert world.server.running.keys.open_packed(packed) is None
+    assert await world.send(data) == answer
+    assert world.resolver.fast == before + 2
