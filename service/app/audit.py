@@ -164,10 +164,57 @@ class _Repeats:
         self.last_at: datetime | None = None
 
 
-def _identity(event: repo.AuditRecord) -> tuple[object, ...]:
-    """What two events must share to be written as one row: all but their time (and `keys_json`,
-    which is `keys` as JSON)."""
+# What two events must share to be written as one row: all but their time (and `keys_json`,
+# which is `keys` as JSON). The fields of AuditRecord in this order: event_identity.
+Identity = tuple[
+    str,
+    str,
+    str,
+    str,
+    str,
+    str,
+    str,
+    int,
+    str,
+    tuple[tuple[str, int, int], ...],
+    tuple[tuple[str, int], ...],
+    tuple[int, ...],
+]
+
+
+def event_identity(
+    principal: str,
+    user_id: str,
+    workspace_id: str,
+    action: str,
+    outcome: str,
+    execution_id: str,
+    workflow_id: str,
+    trigger: int,
+    detail: str,
+    keys: tuple[tuple[str, int, int], ...],
+    failed_keys: tuple[tuple[str, int], ...],
+    secret_ids: tuple[int, ...],
+) -> Identity:
+    """The identity of an event with these fields, before the event is made (AuditBuffer.repeat)."""
     return (
+        principal,
+        user_id,
+        workspace_id,
+        action,
+        outcome,
+        execution_id,
+        workflow_id,
+        trigger,
+        detail,
+        keys,
+        failed_keys,
+        secret_ids,
+    )
+
+
+def _identity(event: repo.AuditRecord) -> Identity:
+    return event_identity(
         event.principal,
         event.user_id,
         event.workspace_id,
@@ -196,7 +243,7 @@ class AuditBuffer:
         self._pending: list[repo.AuditRecord] = []
         # Each pending event by what makes two events identical (_identity), for merging: it
         # holds no more than `_pending` does.
-        self._index: dict[tuple[object, ...], _Repeats] = {}
+        self._index: dict[Identity, _Repeats] = {}
         self.pending_bytes = 0
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -212,10 +259,23 @@ class AuditBuffer:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="audit-buffer")
 
-    def add(self, event: repo.AuditRecord, keys_bytes: int | None = None) -> None:
-        """Buffers an event; `keys_bytes` as record_bytes takes it. An event identical to one
-        pending but for its time is counted on that one (and takes no more memory)."""
-        identity = _identity(event)
+    def repeat(self, identity: Identity, at: datetime) -> bool:
+        """Counts an event of this identity (event_identity) that happened `at` on the pending
+        one it repeats: True; False when none is pending (the caller then adds the event). What
+        a resolve under load does instead of making an event the buffer would only count."""
+        repeats = self._index.get(identity)
+        if repeats is None:
+            return False
+        repeats.count += 1
+        repeats.last_at = at
+        return True
+
+    def add(self, event: repo.AuditRecord, keys_bytes: int | None = None, identity: Identity | None = None) -> None:
+        """Buffers an event; `keys_bytes` as record_bytes takes it, `identity` as _identity
+        (when the caller has it). An event identical to one pending but for its time is counted
+        on that one (and takes no more memory)."""
+        if identity is None:
+            identity = _identity(event)
         repeats = self._index.get(identity)
         if repeats is not None:
             repeats.count += 1

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Final, NamedTuple
 
-from service.app.audit import AuditBuffer, event_keys_bytes
+from service.app.audit import AuditBuffer, event_identity, event_keys_bytes
 from service.app.cache import Kept, ResolveCache
 from service.app.context import Caller
 from service.app.keys import DataKeys, PackedBatch, SealedBatch, SecretDataLoss, data_loss
@@ -113,6 +113,9 @@ class _Openers:
         # as large, and none of its pins has expired, every pin is still the one seen.
         self.pins_seen: tuple[str, str, str, object, int, float] | None = None
 
+
+# The audit action of a resolve.
+RESOLVE_ACTION: Final = "inputs.resolve"
 
 # The name of the _Openers attachment on a resolve-cache entry.
 _OPENERS: Final = ("openers",)
@@ -453,23 +456,42 @@ class ResolverService:
         trigger: int = 0,
     ) -> None:
         """`record` for a resolve served by `open_framed`: every key resolved as the cache entry
-        decided, so the keys (and their JSON) are the entry's, built once."""
-        self._audit.add(
-            _resolve_event(
-                caller,
-                workspace_id,
-                run_user_id,
-                execution_id,
-                workflow_id,
-                trigger,
-                outcome="ok",
-                keys=audit.keys,
-                detail=f"grant {grant_id}" if grant_id else "",
-                secret_ids=audit.secret_ids,
-                keys_json=audit.keys_json,
-            ),
-            audit.size,
+        decided, so the keys (and their JSON) are the entry's, built once. The same resolve
+        pending already (a run's block resolved again within the audit interval) is only
+        counted on it (AuditBuffer.repeat): no event is made."""
+        at = datetime.now(UTC)
+        detail = f"grant {grant_id}" if grant_id else ""
+        identity = event_identity(
+            caller.principal,
+            run_user_id,
+            workspace_id,
+            RESOLVE_ACTION,
+            "ok",
+            execution_id,
+            workflow_id,
+            trigger,
+            detail,
+            audit.keys,
+            (),
+            audit.secret_ids,
         )
+        if self._audit.repeat(identity, at):
+            return
+        event = _resolve_event(
+            caller,
+            workspace_id,
+            run_user_id,
+            execution_id,
+            workflow_id,
+            trigger,
+            outcome="ok",
+            keys=audit.keys,
+            detail=detail,
+            secret_ids=audit.secret_ids,
+            keys_json=audit.keys_json,
+            at=at,
+        )
+        self._audit.add(event, audit.size, identity)
 
     def record_data_loss(
         self,
@@ -525,19 +547,20 @@ def _resolve_event(
     secret_ids: tuple[int, ...] = (),
     failed_keys: tuple[tuple[str, int], ...] = (),
     keys_json: str = "",
+    at: datetime | None = None,
 ) -> repo.AuditRecord:
     """A resolve's audit event: who, for which run, what came of it (never a value)."""
     return repo.AuditRecord(
         principal=caller.principal,
         user_id=run_user_id,
         workspace_id=workspace_id,
-        action="inputs.resolve",
+        action=RESOLVE_ACTION,
         outcome=outcome,
         keys=keys,
         execution_id=execution_id,
         detail=detail,
         # Buffered events carry their own time: they are written up to 50 ms later.
-        at=datetime.now(UTC),
+        at=datetime.now(UTC) if at is None else at,
         workflow_id=workflow_id,
         secret_ids=secret_ids,
         trigger=trigger,
