@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from service.app.audit import AuditBuffer
+from service.app.audit import AuditBuffer, event_identity
 from service.store import repository as repo
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -99,3 +99,22 @@ async def test_events_put_back_keep_their_counts_and_those_pending_meanwhile_kee
         ("run-a", 2, T0 + timedelta(seconds=1)),
         ("run-b", 3, T0 + timedelta(seconds=4)),
     ]
+
+
+async def test_a_repeat_is_counted_on_the_pending_event_of_its_identity_without_an_event() -> None:
+    db = _RecordingDatabase()
+    buffer = AuditBuffer(db)  # type: ignore[arg-type]
+    first = _event("run-1", 0)
+    identity = event_identity(
+        "exec", "u1", "ws1", "inputs.resolve", "ok", "run-1", "wf", 0, "", (("API", 1, 1),), (), (7,)
+    )
+    assert not buffer.repeat(identity, T0)  # nothing pending: the caller adds the event
+    buffer.add(first, identity=identity)
+    assert buffer.repeat(identity, T0 + timedelta(seconds=3))
+    buffer.add(_event("run-1", 4))  # the same identity, found from the event itself
+    assert not buffer.repeat(identity[:5] + ("run-2",) + identity[6:], T0)  # type: ignore[arg-type]
+    await buffer.flush()
+    assert [(r["execution_id"], r["occurrences"], r["last_at"]) for r in db.rows] == [
+        ("run-1", 3, T0 + timedelta(seconds=4))
+    ]
+    assert not buffer.repeat(identity, T0)  # written: nothing pending any more
