@@ -226,6 +226,19 @@ class ResolverService:
             outcomes = await self._pinned(plan, workspace_id, execution_id, run_user_id)
         if outcomes:
             kept = None  # a pin chose another version than the entry's
+        elif kept is not None:
+            # Every key as the entry decided: its values opened together, as the fast path does.
+            opened = await self._open_entry(kept)
+            if opened is not None:
+                for (key, planned), utf8 in zip(plan.items(), opened[1], strict=True):
+                    try:
+                        text = utf8.decode("utf-8")
+                    except UnicodeDecodeError:
+                        raise data_loss(
+                            key, planned.decision.chosen.version if planned.decision.chosen else 0
+                        ) from None
+                    outcomes[key] = KeyOutcome(planned.decision, SecretValue(text), planned.secret_id)
+                return outcomes, FrameKeeper(tuple(plan), kept.attach)
         for key, planned in plan.items():
             if key in outcomes:
                 continue
@@ -284,31 +297,42 @@ class ResolverService:
                     if local is not None and all(key in local for key in plan):
                         first = min(pin.expires_at for pin in local.values())
                         openers.pins_seen = (workspace_id, execution_id, run_user_id, local, len(local), first)
+        opened = await self._open_entry(kept)
+        if opened is None:
+            return None  # never so once a frame is attached: every key resolved then
+        openers, values = opened
+        self._cache.hits += 1
+        return Framed(frame, values, openers.audit)
+
+    async def _open_entry(self, kept: Kept[ResolvePlan]) -> tuple[_Openers, list[bytes]] | None:
+        """The values of every key of a resolve-cache entry, in plan order (each its UTF-8
+        bytes), from the entry's pack (DataKeys.pack) when it has one; the first time, from the
+        stored values, each checked (DataLoss naming the one that fails), then packed for the
+        entry's next calls. None when a key of the entry does not resolve."""
+        openers = kept.attachment(_OPENERS)
         if isinstance(openers, _Openers):
             packed = openers.packed
             values = self._keys.open_packed(packed) if packed is not None else None
             if values is None:  # a data key left memory: the stored values, each checked
                 values = await self._open_each(openers)
-        else:
-            sealed = []
-            for key, planned in plan.items():
-                chosen = planned.decision.chosen
-                if chosen is None or planned.tenant is None:
-                    return None  # never so once a frame is attached: every key resolved then
-                if planned.prepared is None:
-                    raise data_loss(key, chosen.version)
-                sealed.append((planned.tenant, key, chosen.version, planned.prepared))
-            openers = _Openers(tuple(sealed), _audit_keys(plan))
-            # The stored values, each checked (DataLoss naming the one that fails), then packed
-            # for the entry's next calls (DataKeys.pack).
-            values = self._keys.open_batch(openers.batch)
-            if values is None:  # a tenant's data key is not in memory (yet, or any more)
-                values = await self._open_each(openers)
-            openers.packed = self._keys.pack(openers.batch, values)
-            size = 600 + 400 * len(sealed) + 5 * len(openers.audit.keys_json)
-            kept.attach(_OPENERS, openers, size + (openers.packed.size if openers.packed is not None else 0))
-        self._cache.hits += 1
-        return Framed(frame, values, openers.audit)
+            return openers, values
+        plan = kept.plan
+        sealed = []
+        for key, planned in plan.items():
+            chosen = planned.decision.chosen
+            if chosen is None or planned.tenant is None:
+                return None
+            if planned.prepared is None:
+                raise data_loss(key, chosen.version)
+            sealed.append((planned.tenant, key, chosen.version, planned.prepared))
+        openers = _Openers(tuple(sealed), _audit_keys(plan))
+        values = self._keys.open_batch(openers.batch)
+        if values is None:  # a tenant's data key is not in memory (yet, or any more)
+            values = await self._open_each(openers)
+        openers.packed = self._keys.pack(openers.batch, values)
+        size = 600 + 400 * len(sealed) + 5 * len(openers.audit.keys_json)
+        kept.attach(_OPENERS, openers, size + (openers.packed.size if openers.packed is not None else 0))
+        return openers, values
 
     async def _open_each(self, openers: _Openers) -> list[bytes]:
         """The entry's stored values opened one by one, their data keys loaded as needed."""
