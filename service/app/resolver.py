@@ -223,7 +223,11 @@ class ResolverService:
         plan, kept = await self._plan(workspace_id, run_user_id, keys)
         outcomes: dict[str, KeyOutcome] = {}
         if execution_id and not latest_values:
-            outcomes = await self._pinned(plan, workspace_id, execution_id, run_user_id)
+            outcomes = (
+                await self._pins_differ(kept, workspace_id, execution_id, run_user_id)
+                if kept is not None
+                else await self._pinned(plan, workspace_id, execution_id, run_user_id)
+            )
         if outcomes:
             kept = None  # a pin chose another version than the entry's
         elif kept is not None:
@@ -277,32 +281,45 @@ class ResolverService:
         frame = kept.attachment(frame_name)
         if frame is None:
             return None
-        plan = kept.plan
-        openers = kept.attachment(_OPENERS)
-        if execution_id and not latest_values:
-            seen = openers.pins_seen if isinstance(openers, _Openers) else None
-            local = self._pins.get(workspace_id, execution_id, run_user_id)
-            if (
-                seen is None
-                or local is None
-                or seen[3] is not local
-                or seen[4] != len(local)
-                or seen[5] <= time.time()
-                or seen[:3] != (workspace_id, execution_id, run_user_id)
-            ):
-                if await self._pinned(plan, workspace_id, execution_id, run_user_id):
-                    return None
-                if isinstance(openers, _Openers):
-                    local = self._pins.get(workspace_id, execution_id, run_user_id)
-                    if local is not None and all(key in local for key in plan):
-                        first = min(pin.expires_at for pin in local.values())
-                        openers.pins_seen = (workspace_id, execution_id, run_user_id, local, len(local), first)
+        if (
+            execution_id
+            and not latest_values
+            and await self._pins_differ(kept, workspace_id, execution_id, run_user_id)
+        ):
+            return None
         opened = await self._open_entry(kept)
         if opened is None:
             return None  # never so once a frame is attached: every key resolved then
         openers, values = opened
         self._cache.hits += 1
         return Framed(frame, values, openers.audit)
+
+    async def _pins_differ(
+        self, kept: Kept[ResolvePlan], workspace_id: str, execution_id: str, run_user_id: str
+    ) -> dict[str, KeyOutcome]:
+        """`_pinned` for the entry's plan, answered from memory when this run's pins were last
+        found to be the entry's choices (_Openers.pins_seen) and nothing has changed them since:
+        a run resolves block after block with the same keys."""
+        plan = kept.plan
+        openers = kept.attachment(_OPENERS)
+        seen = openers.pins_seen if isinstance(openers, _Openers) else None
+        local = self._pins.get(workspace_id, execution_id, run_user_id)
+        if (
+            seen is not None
+            and local is not None
+            and seen[3] is local
+            and seen[4] == len(local)
+            and seen[5] > time.time()
+            and seen[:3] == (workspace_id, execution_id, run_user_id)
+        ):
+            return {}
+        differing = await self._pinned(plan, workspace_id, execution_id, run_user_id)
+        if not differing and isinstance(openers, _Openers):
+            local = self._pins.get(workspace_id, execution_id, run_user_id)
+            if local is not None and all(key in local for key in plan):
+                first = min(pin.expires_at for pin in local.values())
+                openers.pins_seen = (workspace_id, execution_id, run_user_id, local, len(local), first)
+        return differing
 
     async def _open_entry(self, kept: Kept[ResolvePlan]) -> tuple[_Openers, list[bytes]] | None:
         """The values of every key of a resolve-cache entry, in plan order (each its UTF-8
