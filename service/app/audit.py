@@ -21,13 +21,14 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Protocol, TypeVar
 
 from service.app.context import Caller
 from service.app.keys import SecretDataLoss
 from service.app.usage import UsageRecorder
 from service.domain.errors import DataLoss, DomainError, RevisionConflict
+from service.store import audit_log
 from service.store import repository as repo
 from service.store.pool import UNAVAILABLE_ERRORS, Database
 
@@ -153,15 +154,24 @@ def _name(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+# How far apart the first and the last event of one row may be. A later identical event starts
+# a row of its own: a row's events all fall within this of its time (`at`), which is what lets
+# ListAuditEvents find a row by any of its events' times with the time index
+# (service/store/audit_log.py), and retention never deletes an event more than this early.
+MAX_REPEAT_SPAN: Final = timedelta(seconds=audit_log.MAX_REPEAT_SPAN_SECONDS)
+
+
 class _Repeats:
-    """A pending event's place in the buffer, and the events identical to it that came after."""
+    """A pending event's place in the buffer, and the events identical to it that came after
+    (until `until`, MAX_REPEAT_SPAN after the first)."""
 
-    __slots__ = ("count", "last_at", "position")
+    __slots__ = ("count", "last_at", "position", "until")
 
-    def __init__(self, position: int) -> None:
+    def __init__(self, position: int, at: datetime | None) -> None:
         self.position = position
         self.count = 1
         self.last_at: datetime | None = None
+        self.until = (at or datetime.now(UTC)) + MAX_REPEAT_SPAN
 
 
 # What two events must share to be written as one row: all but their time (and `keys_json`,
@@ -264,7 +274,7 @@ class AuditBuffer:
         one it repeats: True; False when none is pending (the caller then adds the event). What
         a resolve under load does instead of making an event the buffer would only count."""
         repeats = self._index.get(identity)
-        if repeats is None:
+        if repeats is None or at > repeats.until:
             return False
         repeats.count += 1
         repeats.last_at = at
@@ -278,9 +288,12 @@ class AuditBuffer:
             identity = _identity(event)
         repeats = self._index.get(identity)
         if repeats is not None:
-            repeats.count += 1
-            repeats.last_at = event.at
-            return
+            if event.at is not None and event.at <= repeats.until:
+                repeats.count += 1
+                repeats.last_at = event.at
+                return
+            # Its span is over: its event takes its count now, and this one starts a row.
+            self._fold(self._pending, repeats)
         size = record_bytes(event, keys_bytes)
         if len(self._pending) >= self._max_pending or self.pending_bytes + size > self._max_pending_bytes:
             # Bounded: with the database gone for long, memory must not grow without limit.
@@ -291,7 +304,7 @@ class AuditBuffer:
                 )
             return
         self._pending.append(event)
-        self._index[identity] = _Repeats(len(self._pending) - 1)
+        self._index[identity] = _Repeats(len(self._pending) - 1, event.at)
         self.pending_bytes += size
         self._wakeup.set()
 
@@ -301,12 +314,19 @@ class AuditBuffer:
         self._pending, self._index = [], {}
         self.pending_bytes = 0
         for repeats in index.values():
-            if repeats.count > 1:
-                event = events[repeats.position]
-                events[repeats.position] = dataclasses.replace(
-                    event, count=event.count + repeats.count - 1, last_at=repeats.last_at
-                )
+            self._fold(events, repeats)
         return events
+
+    @staticmethod
+    def _fold(events: list[repo.AuditRecord], repeats: _Repeats) -> None:
+        """The event at `repeats.position` in `events`, with the count and last time of its
+        repeats so far (which then start again from it)."""
+        if repeats.count > 1:
+            event = events[repeats.position]
+            events[repeats.position] = dataclasses.replace(
+                event, count=event.count + repeats.count - 1, last_at=repeats.last_at
+            )
+            repeats.count = 1
 
     def _put_back(self, events: Sequence[repo.AuditRecord]) -> None:
         """Events taken for a write that did not happen go back in front, in their order."""

@@ -15,6 +15,9 @@ import asyncpg
 from service.domain.audit_filter import AuditFilter
 from service.store.repository import AuditRecord
 
+# The longest span of the events one row stands for (service/app/audit.py MAX_REPEAT_SPAN).
+MAX_REPEAT_SPAN_SECONDS = 1
+
 
 @dataclass(frozen=True, slots=True)
 class AuditRow:
@@ -73,7 +76,13 @@ async def list_events(
             f"(keys @> {contains}::jsonb OR (failed_keys <> '[]'::jsonb AND failed_keys @> {contains}::jsonb))"
         )
     if where.start is not None:
-        conditions.append(f"at >= {arg(where.start)}")
+        # A row stands for events from `at` to `last_at` (at most MAX_REPEAT_SPAN_SECONDS
+        # apart): listed when any of them falls in the range. The first bound keeps the index.
+        start = arg(where.start)
+        conditions.append(
+            f"at >= {start}::timestamptz - interval '{MAX_REPEAT_SPAN_SECONDS} seconds'"
+            f" AND coalesce(last_at, at) >= {start}"
+        )
     if where.end is not None:
         conditions.append(f"at < {arg(where.end)}")
     if before is not None:

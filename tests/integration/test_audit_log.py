@@ -237,6 +237,10 @@ async def test_identical_resolves_buffered_together_are_one_row_that_counts_them
     assert [e.count for e in looped] == [12]
     [row] = looped
     assert row.HasField("last_time") and row.last_time.ToDatetime() >= row.time.ToDatetime()
+    # Found by the time of any of its events: from its last one on, and until just after its first.
+    last, first = row.last_time.ToDatetime(tzinfo=UTC), row.time.ToDatetime(tzinfo=UTC)
+    assert row.id in [e.id for e in await events(api, workspace_id=ws, start_time=ts(last))]
+    assert row.id in [e.id for e in await events(api, workspace_id=ws, end_time=ts(first + timedelta(microseconds=1)))]
     others = [(e.execution_id, e.outcome, e.count, e.HasField("last_time")) for e in found if e is not row]
     assert sorted(others) == [("exec-loop", "1 block(s) failed", 1, False), ("exec-other", "ok", 1, False)]
 
