@@ -149,6 +149,10 @@ class DataKeys:
         self._max_tenants = max_tenants
         self._cache: OrderedDict[Tenant, _Entry] = OrderedDict()
         self._locks: dict[Tenant, asyncio.Lock] = {}
+        # The key of the fast path's packs (`pack`): made here, never stored or shown.
+        self._pack_aead = Aead(pysecrets.token_bytes(KEY_BYTES))
+        self._pack_generation = 0
+        self._packs_sealed = 0
         # A plain WatchedFile (tests) gets no reload check, but `usable` still works.
         self._use = keyring.use if isinstance(keyring, KeyringFile) else KeyUse()
         self._use.refresh = self.refresh_use
@@ -371,50 +375,52 @@ class DataKeys:
         return opened
 
     def pack(self, batch: SealedBatch, values: Sequence[bytes]) -> PackedBatch | None:
-        """The opened `values` of `batch` (in its order), sealed again in memory: one AES-GCM
-        message per data key of the batch, under that data key, with associated data no stored
-        value has (PACK_ASSOCIATED_DATA). None when one of its data keys is not in memory.
+        """The opened `values` of `batch` (in its order), sealed again in memory as one AES-GCM
+        message under this process's pack key, which never leaves memory (a random key made at
+        start, replaced after PACK_KEY_MESSAGES packs so that its random nonces stay far below
+        the AES-GCM bound; a pack under a replaced key is not opened). None when one of the
+        batch's data keys is not in memory.
 
         Why: the fast path opens a resolve-cache entry's values on every call, and for a short
         value AES-GCM's set-up is nearly all of the cost (about 1 us an open here, whatever the
-        length up to a few hundred bytes): ten values under two data keys cost two opens instead
-        of ten. A pack is never stored and never leaves the process; it holds nothing plaintext,
-        and opening it needs the same data keys as opening the values themselves, so a data key
-        dropped from memory (rotation, a keyring reload, a tenant's keys destroyed) stops the
-        pack as it stops the values (`open_packed` answers None)."""
-        groups: list[tuple[Tenant, int, tuple[int, ...], bytes, tuple[tuple[int, int], ...]]] = []
-        for tenant, generation, positions, _ in batch.groups:
-            data_key = self.cached(tenant, generation)
-            if data_key is None:
+        length up to a few hundred bytes): the benchmark's ten values cost one open instead of
+        ten. A pack is never stored and holds nothing plaintext; the data keys are not used for
+        it (their nonce budget is the stored values'), but `open_packed` opens it only while
+        every data key of its values is in memory, so a data key dropped (rotation, a keyring
+        reload, a tenant's keys destroyed) stops the pack as it stops the values."""
+        needs: list[tuple[Tenant, int]] = []
+        for tenant, generation, _, _ in batch.groups:
+            if self.cached(tenant, generation) is None:
                 return None
-            bounds: list[tuple[int, int]] = []
-            start = 0
-            for position in positions:
-                bounds.append((start, start + len(values[position])))
-                start += len(values[position])
-            joined = b"".join([values[position] for position in positions])
-            sealed = data_key.aead.encrypt(joined, PACK_ASSOCIATED_DATA)
-            groups.append((tenant, generation, positions, sealed, tuple(bounds)))
-        return PackedBatch(len(batch.names), tuple(groups))
+            needs.append((tenant, generation))
+        if self._packs_sealed >= PACK_KEY_MESSAGES:
+            self._pack_aead, self._pack_generation = Aead(pysecrets.token_bytes(KEY_BYTES)), self._pack_generation + 1
+            self._packs_sealed = 0
+        self._packs_sealed += 1
+        bounds: list[tuple[int, int]] = []
+        start = 0
+        for value in values:
+            bounds.append((start, start + len(value)))
+            start += len(value)
+        sealed = self._pack_aead.encrypt(b"".join(values), PACK_ASSOCIATED_DATA)
+        return PackedBatch(tuple(needs), self._pack_generation, sealed, tuple(bounds))
 
     def open_packed(self, packed: PackedBatch) -> list[bytes] | None:
         """The values `pack` sealed, in the batch's order; None when a data key they need is not
-        in memory (or a pack fails to open, which nothing but a fault can cause): the caller then
-        opens the stored values themselves, which checks each one."""
-        opened: list[bytes] = [b""] * packed.count
+        in memory, the pack key was replaced since, or the pack fails to open (which nothing but
+        a fault can cause): the caller then opens the stored values themselves, each checked."""
         tenants = self._cache
-        for tenant, generation, positions, sealed, bounds in packed.groups:
+        for tenant, generation in packed.needs:
             entry = tenants.get(tenant)
-            data_key = entry.by_generation.get(generation) if entry is not None else None
-            if data_key is None:
+            if entry is None or generation not in entry.by_generation:
                 return None
-            try:
-                joined = data_key.aead.decrypt(sealed, PACK_ASSOCIATED_DATA)
-            except IntegrityError:
-                return None
-            for position, (start, end) in zip(positions, bounds, strict=True):
-                opened[position] = joined[start:end]
-        return opened
+        if packed.generation != self._pack_generation:
+            return None
+        try:
+            joined = self._pack_aead.decrypt(packed.sealed, PACK_ASSOCIATED_DATA)
+        except IntegrityError:
+            return None
+        return [joined[start:end] for start, end in packed.bounds]
 
     def open_cached(self, tenant: Tenant, key: str, version: int, prepared: SealedParts) -> SecretValue | None:
         """`open_parts` without a coroutine, when the data key is in memory; None when it is not."""
@@ -482,26 +488,29 @@ class SealedBatch:
         self.names = tuple((key, version) for _, key, version, _ in sealed)
 
 
-# The associated data of a pack (DataKeys.pack). A stored value's starts with its format's header
-# and names its tenant, scope, key, version and secret, so no pack can pass for a stored value.
+# The associated data of a pack (DataKeys.pack), and how many packs one pack key seals before
+# it is replaced: random 96-bit nonces stay safe for 2^32 messages under one key, and 2^28 keeps
+# the chance of a repeated nonce below 2^-41.
 PACK_ASSOCIATED_DATA: Final = b"secrets-service/resolve-cache-pack/v1"
+PACK_KEY_MESSAGES: Final = 1 << 28
 
 
 class PackedBatch:
-    """A SealedBatch's values sealed again in memory for the fast path (DataKeys.pack): per data
-    key, (tenant, generation, the values' places in the batch, the sealed message of the values
-    joined, each value's (start, end) in it); `count` values in all."""
+    """A SealedBatch's values sealed again in memory for the fast path (DataKeys.pack): the data
+    keys its values need, as (tenant, generation); the pack key's generation; the sealed message
+    of the values joined; each value's (start, end) in it, in the batch's order."""
 
-    __slots__ = ("count", "groups", "size")
+    __slots__ = ("bounds", "generation", "needs", "sealed", "size")
 
     def __init__(
-        self, count: int, groups: tuple[tuple[Tenant, int, tuple[int, ...], bytes, tuple[tuple[int, int], ...]], ...]
+        self, needs: tuple[tuple[Tenant, int], ...], generation: int, sealed: bytes, bounds: tuple[tuple[int, int], ...]
     ) -> None:
-        self.count = count
-        self.groups = groups
-        # What it holds, in bytes, for the resolve cache's budget: the messages, and the tuples
-        # around each value's place.
-        self.size = 200 + sum(200 + len(sealed) + 150 * len(positions) for _, _, positions, sealed, _ in groups)
+        self.needs = needs
+        self.generation = generation
+        self.sealed = sealed
+        self.bounds = bounds
+        # What it holds, in bytes, for the resolve cache's budget: the message, and the tuples.
+        self.size = 300 + len(sealed) + 120 * len(needs) + 100 * len(bounds)
 
 
 class SecretDataLoss(DataLoss):

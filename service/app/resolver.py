@@ -330,8 +330,10 @@ class ResolverService:
         if isinstance(openers, _Openers):
             packed = openers.packed
             values = self._keys.open_packed(packed) if packed is not None else None
-            if values is None:  # a data key left memory: the stored values, each checked
+            if values is None:  # a data key left memory: the stored values, each checked,
                 values = await self._open_each(openers)
+                # and packed again (as large as before: the same values, counted already).
+                openers.packed = self._keys.pack(openers.batch, values)
             return openers, values
         plan = kept.plan
         sealed = []
