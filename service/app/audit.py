@@ -323,9 +323,10 @@ class AuditBuffer:
         repeats so far (which then start again from it)."""
         if repeats.count > 1:
             event = events[repeats.position]
-            events[repeats.position] = dataclasses.replace(
-                event, count=event.count + repeats.count - 1, last_at=repeats.last_at
-            )
+            last = repeats.last_at
+            if event.at is not None and last is not None and last < event.at:
+                last = event.at  # the clock stepped back: a row's last time is never before its first
+            events[repeats.position] = dataclasses.replace(event, count=event.count + repeats.count - 1, last_at=last)
             repeats.count = 1
 
     def _put_back(self, events: Sequence[repo.AuditRecord]) -> None:

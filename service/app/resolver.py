@@ -113,6 +113,11 @@ class _Openers:
         # as large, and none of its pins has expired, every pin is still the one seen.
         self.pins_seen: tuple[str, str, str, object, int, float] | None = None
 
+    def size(self) -> int:
+        """What it holds, in bytes, for the resolve cache's budget (its pack included)."""
+        packed = self.packed.size if self.packed is not None else 0
+        return 600 + 400 * len(self.sealed) + 5 * len(self.audit.keys_json) + packed
+
 
 # The audit action of a resolve.
 RESOLVE_ACTION: Final = "inputs.resolve"
@@ -332,8 +337,9 @@ class ResolverService:
             values = self._keys.open_packed(packed) if packed is not None else None
             if values is None:  # a data key left memory: the stored values, each checked,
                 values = await self._open_each(openers)
-                # and packed again (as large as before: the same values, counted already).
+                # and packed again, counted again (there may have been no pack before).
                 openers.packed = self._keys.pack(openers.batch, values)
+                kept.attach(_OPENERS, openers, openers.size())
             return openers, values
         plan = kept.plan
         sealed = []
@@ -349,8 +355,7 @@ class ResolverService:
         if values is None:  # a tenant's data key is not in memory (yet, or any more)
             values = await self._open_each(openers)
         openers.packed = self._keys.pack(openers.batch, values)
-        size = 600 + 400 * len(sealed) + 5 * len(openers.audit.keys_json)
-        kept.attach(_OPENERS, openers, size + (openers.packed.size if openers.packed is not None else 0))
+        kept.attach(_OPENERS, openers, openers.size())
         return openers, values
 
     async def _open_each(self, openers: _Openers) -> list[bytes]:
