@@ -16,7 +16,7 @@ from typing import Any, Final
 import grpc
 from google.protobuf.message import DecodeError
 
-from service.api import convert, mirror, wire
+from service.api import convert, mirror
 from service.api.common import caller
 from service.api.fastpath import PlanCache, cut_frame
 from service.api.inputs import BoundedMemo, PathSizes, Site, Walk, walk_blocks
@@ -67,10 +67,6 @@ class ResolverServicer(pb_grpc.ResolverServicer):
         self._grants = grants
         self.plans = plans if plans is not None else PlanCache()
         self.fast = 0  # resolves answered by the fast path
-        # Canonical blocks read and written in the wire format (service/api/wire.py); off, every
-        # call the fast path does not answer takes the message path (the differential test).
-        self.wire = True
-        self.wired = 0  # resolves answered by the wire path
 
     async def ResolveInputs(  # type: ignore[override]  # bytes out: WIRE_METHODS
         self, request: Any, context: grpc.aio.ServicerContext[Any, Any]
@@ -97,46 +93,7 @@ class ResolverServicer(pb_grpc.ResolverServicer):
             if response is not None:
                 self.fast += 1
                 return response
-        if self.wire:
-            scan = wire.scan_blocks(blocks)
-            if scan is not None:
-                try:
-                    response = await self._resolve_wire(who, run, scan, blocks)
-                    self.wired += 1
-                    return response
-                except wire.TooLarge:
-                    pass  # measured and worded by the message path
         return await self._resolve(who, run, request, blocks)
-
-    async def _resolve_wire(self, who: Caller, run: Run, scan: wire.Scan, blocks: tuple[bytes, ...]) -> bytes:
-        """The ordinary path for canonical blocks (service/api/wire.py): the same use case, the
-        response written from the request's bytes; it also makes the plan and the frame."""
-        writer = wire.WireWriter(scan, run.run_user_id, _error_bytes, _block_references)
-        sites = [block.sites for block in scan.blocks]
-        await self._runs.resolve(who, run, scan.keys, [b.block_id for b in scan.blocks], sites, writer)
-        data = writer.data
-        self._learn(run, blocks, scan.keys, data, sites, writer.texts, writer.keeper)
-        return data
-
-    def _learn(
-        self,
-        run: Run,
-        blocks: tuple[bytes, ...],
-        keys: Sequence[str],
-        data: bytes,
-        sites: Sequence[Sequence[Site]],
-        texts: Mapping[str, str],
-        keeper: FrameKeeper | None,
-    ) -> None:
-        """After a whole resolve from one cache entry: the plan of these blocks (the second time
-        they come) and the frame of this response, kept with the entry."""
-        if keeper is None:
-            return
-        plan = self.plans.learn(run.workspace_id, blocks, keys)
-        if plan is not None:
-            frame = cut_frame(data, sites, texts, keeper.keys)
-            if frame is not None:
-                keeper.attach(plan.frame_name, frame, frame.size)
 
     async def _resolve(self, who: Caller, run: Run, request: Any, blocks: tuple[bytes, ...]) -> bytes:
         """The ordinary path; it also makes the plan and the frame of blocks seen again."""
@@ -148,7 +105,13 @@ class ResolverServicer(pb_grpc.ResolverServicer):
         writer = _ResponseWriter(response, walk)
         await self._runs.resolve(who, run, walk.keys, [b.block_id for b in response.blocks], walk.sites, writer)
         data = response.SerializeToString(deterministic=True)
-        self._learn(run, blocks, walk.keys, data, walk.sites, writer.texts, writer.keeper)
+        keeper = writer.keeper
+        if keeper is not None:
+            plan = self.plans.learn(run.workspace_id, blocks, walk.keys)
+            if plan is not None:
+                frame = cut_frame(data, walk.sites, writer.texts, keeper.keys)
+                if frame is not None:
+                    keeper.attach(plan.frame_name, frame, frame.size)
         return data
 
     async def IssueRunGrant(
@@ -289,22 +252,14 @@ class _ResponseWriter:
 
     def add_references(self, index: int, references: list[Reference]) -> None:
         # One parse of prebuilt bytes instead of a Python call per field of each reference.
-        self.response.blocks[index].MergeFromString(_block_references(references))
+        remembered = _references.get
+        self.response.blocks[index].MergeFromString(
+            b"".join([remembered(entry) or _reference_bytes(entry) for entry in references])
+        )
 
     def finish(self) -> None:
         if self.measure_after and (size := self.response.ByteSize()) > MAX_MESSAGE_BYTES:
             raise _too_large(size)
-
-
-def _block_references(references: list[Reference]) -> bytes:
-    """A block's `BlockResult.references`, serialized (remembered per entry when short)."""
-    remembered = _references.get
-    return b"".join([remembered(entry) or _reference_bytes(entry) for entry in references])
-
-
-def _error_bytes(failure: BlockFailure) -> bytes:
-    """A block's `BlockResult.error`, serialized."""
-    return _error(failure).SerializeToString()
 
 
 def _error(failure: BlockFailure) -> common.BlockError:
