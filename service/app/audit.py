@@ -161,6 +161,11 @@ def _name(exc: BaseException) -> str:
 MAX_REPEAT_SPAN: Final = timedelta(seconds=audit_log.MAX_REPEAT_SPAN_SECONDS)
 
 
+# What indexing a pending event for merging holds besides the event: its identity tuple (the
+# event's own strings, referenced), its _Repeats and its time bound, and its slot in the index.
+INDEX_BYTES: Final = 400
+
+
 class _Repeats:
     """A pending event's place in the buffer, and the events identical to it that came after
     (until `until`, MAX_REPEAT_SPAN after the first)."""
@@ -294,7 +299,7 @@ class AuditBuffer:
                 return
             # Its span is over: its event takes its count now, and this one starts a row.
             self._fold(self._pending, repeats)
-        size = record_bytes(event, keys_bytes)
+        size = record_bytes(event, keys_bytes) + INDEX_BYTES
         if len(self._pending) >= self._max_pending or self.pending_bytes + size > self._max_pending_bytes:
             # Bounded: with the database gone for long, memory must not grow without limit.
             self.dropped += 1
