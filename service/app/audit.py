@@ -278,7 +278,12 @@ class AuditBuffer:
         """Counts an event of this identity (event_identity) that happened `at` on the pending
         one it repeats: True; False when none is pending (the caller then adds the event). What
         a resolve under load does instead of making an event the buffer would only count."""
-        repeats = self._index.get(identity)
+        return self._count_on(self._index.get(identity), at)
+
+    @staticmethod
+    def _count_on(repeats: _Repeats | None, at: datetime) -> bool:
+        """Counts an event that happened `at` on the pending one of `repeats`, if its span
+        admits it (True)."""
         if repeats is None or at > repeats.until:
             return False
         repeats.count += 1
@@ -292,11 +297,9 @@ class AuditBuffer:
         if identity is None:
             identity = _identity(event)
         repeats = self._index.get(identity)
+        if event.at is not None and self._count_on(repeats, event.at):
+            return
         if repeats is not None:
-            if event.at is not None and event.at <= repeats.until:
-                repeats.count += 1
-                repeats.last_at = event.at
-                return
             # Its span is over: its event takes its count now, and this one starts a row.
             self._fold(self._pending, repeats)
         size = record_bytes(event, keys_bytes) + INDEX_BYTES

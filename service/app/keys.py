@@ -355,10 +355,8 @@ class DataKeys:
         For the fast path of a resolve (service/app/resolver.py open_framed): the values of a
         resolve-cache entry, which `open_parts` opened (and checked) when the entry first served."""
         opened: list[bytes] = [b""] * len(batch.names)
-        tenants = self._cache
         for tenant, generation, positions, parts in batch.groups:
-            entry = tenants.get(tenant)
-            data_key = entry.by_generation.get(generation) if entry is not None else None
+            data_key = self.cached(tenant, generation)
             if data_key is None:
                 return None
             try:
@@ -409,10 +407,8 @@ class DataKeys:
         """The values `pack` sealed, in the batch's order; None when a data key they need is not
         in memory, the pack key was replaced since, or the pack fails to open (which nothing but
         a fault can cause): the caller then opens the stored values themselves, each checked."""
-        tenants = self._cache
         for tenant, generation in packed.needs:
-            entry = tenants.get(tenant)
-            if entry is None or generation not in entry.by_generation:
+            if self.cached(tenant, generation) is None:
                 return None
         if packed.generation != self._pack_generation:
             return None

@@ -484,8 +484,7 @@ class ResolverService:
                     for o in used
                     if o.decision.chosen is not None
                 ),
-                # The run grant the resolve used (its id; never the token).
-                detail=f"grant {grant_id}" if grant_id else "",
+                detail=_grant_detail(grant_id),
                 secret_ids=tuple(o.secret_id for o in used if o.secret_id),
                 failed_keys=tuple(failed_keys),
             )
@@ -508,7 +507,7 @@ class ResolverService:
         pending already (a run's block resolved again within the audit interval) is only
         counted on it (AuditBuffer.repeat): no event is made."""
         at = datetime.now(UTC)
-        detail = f"grant {grant_id}" if grant_id else ""
+        detail = _grant_detail(grant_id)
         identity = event_identity(
             caller.principal,
             run_user_id,
@@ -579,6 +578,11 @@ def _audit_keys(plan: ResolvePlan) -> AuditKeys:
     )
     secret_ids = tuple(p.secret_id for p in plan.values() if p.secret_id)
     return AuditKeys(keys, repo.audit_keys_json(keys), secret_ids, event_keys_bytes(keys, secret_ids))
+
+
+def _grant_detail(grant_id: str) -> str:
+    """A resolve event's detail: the run grant it used (its id; never the token)."""
+    return f"grant {grant_id}" if grant_id else ""
 
 
 def _resolve_event(
