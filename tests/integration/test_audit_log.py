@@ -250,3 +250,18 @@ async def test_identical_resolves_buffered_together_are_one_row_that_counts_them
         return [(u.workflow_id, u.uses_last_30_days) for u in usage] == [("wf", 13)]
 
     await eventually(counted)
+
+
+async def test_time_ranges_at_the_ends_of_the_timestamp_range_list_without_error(channel: grpc.aio.Channel) -> None:
+    """The start of a range reaches back MAX_REPEAT_SPAN for merged rows (at >= start - 1 s):
+    at the first instant Timestamp allows, that is before year 1, and must not fail."""
+    api = Api(channel)
+    ws, user = uid("ws"), uid("user")
+    await api.member(ws, user, ADMIN)
+    first, last = (
+        timestamp_pb2.Timestamp(seconds=-62_135_596_800),
+        timestamp_pb2.Timestamp(seconds=253_402_300_799, nanos=999_999_999),
+    )
+    listed = await events(api, workspace_id=ws, start_time=first, end_time=last)
+    assert [e.action for e in listed] == ["member.put"]
+    assert await events(api, workspace_id=ws, start_time=last) == []

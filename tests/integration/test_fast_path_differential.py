@@ -29,6 +29,7 @@ import pytest
 from google.protobuf import json_format
 
 from bench.__main__ import resolve_request
+from service.api import mirror
 from service.api.fastpath import Frame, Plan
 from service.api.resolver import ResolverServicer
 from service.app.keys import PACK_KEY_MESSAGES, PackedBatch, SealedBatch
@@ -383,16 +384,27 @@ async def test_encodings_that_are_not_canonical(world: World) -> None:
             continue
         if name in ("request fields repeated", "unknown fields at the top"):
             # The blocks are the canonical request's, byte for byte: its plan and frame serve.
-            before = world.resolver.fast
-            answers = [await world.send(data) for _ in range(3)]
-            assert world.resolver.fast == before + 3, name
-            assert answers[0] == answers[1] == answers[2] == reference.SerializeToString(deterministic=True), name
+            await all_fast(world, data, reference, name)
             continue
         answer = await world.thrice(data, fast=True, name=name)
         assert message(answer) == reference, name
-    # The canonical request's answer as the generated code encodes it, too.
+    # The canonical request's answer as the generated code encodes it, too. Its map entries come
+    # in upb's order, which differs from process to process: when it is the canonical request's,
+    # the blocks are planned already.
     generated = world.request([("b", INPUTS)], execution=uid("exec"))
-    assert message(await world.thrice(generated, fast=True)) == reference
+    blocks = tuple(mirror.ResolveInputsRequest.FromString(generated).blocks)
+    if world.resolver.plans.get(world.ws, blocks) is not None:
+        await all_fast(world, generated, reference, "generated")
+    else:
+        assert message(await world.thrice(generated, fast=True)) == reference
+
+
+async def all_fast(world: World, data: bytes, reference: rpb.ResolveInputsResponse, name: str) -> None:
+    """Blocks planned already: three calls, all from the fast path, all the reference's bytes."""
+    before = world.resolver.fast
+    answers = [await world.send(data) for _ in range(3)]
+    assert world.resolver.fast == before + 3, name
+    assert answers[0] == answers[1] == answers[2] == reference.SerializeToString(deterministic=True), name
 
 
 async def test_an_unknown_field_in_a_map_entry(world: World) -> None:
